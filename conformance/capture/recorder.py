@@ -1,0 +1,406 @@
+"""Forward hooks (and method wrappers) that stream every call of a model into a golden store.
+
+For each call of a hooked module the recorder writes, under the module's official path and the call's
+index, its positional args, keyword args and outputs, flattened to named leaves (`args/0`,
+`kwargs/position_embeddings/1`, `outputs/last_hidden_state`). Tensors go to the store; every other leaf
+(None, ints, strings, dtypes, cache objects) is described. Inputs are captured before the module runs
+(modules may update caches or tensors in place), outputs when it returns.
+
+A tensor already stored is not stored again: a module's input that is the very tensor some earlier
+module returned (or received) becomes a reference to it, provided its bytes did not change since. Most
+inputs of a sequential network are its previous module's outputs, so this halves what is written.
+
+`forward` hooks do not see other methods. Methods that compute a component of the model (the codec
+quantizer's `decode`, `chunked_decode`, `generate`, the speaker embedding extraction) are wrapped
+explicitly and recorded under `<module path>:<method>`; free functions under `:<function>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..store.schema import LeafRecord, checksum
+from ..store.writer import CaseWriter
+
+ROOT_KEY = "(root)"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method other than `forward` to record: `module_path:method` (path "" is the root)."""
+
+    module_path: str
+    method: str
+    oracle: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.module_path}:{self.method}"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A free function to record, looked up as `getattr(namespace, name)` at call time."""
+
+    namespace: Any
+    name: str
+    oracle: bool = True
+
+    @property
+    def key(self) -> str:
+        return f":{self.name}"
+
+
+def tensor_to_numpy(value: torch.Tensor | np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Raw storage of a tensor and, for dtypes numpy lacks, the logical dtype name."""
+    if isinstance(value, np.ndarray):
+        return value, None
+    t = value.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        return t.contiguous().view(torch.int16).numpy().view(np.uint16), "bfloat16"
+    if t.is_conj():
+        t = t.resolve_conj()
+    return t.contiguous().numpy(), None
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return int(t._version)
+    except (RuntimeError, AttributeError):  # inference-mode tensors do not track versions
+        return None
+
+
+def _is_scalar_json(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def describe_object(value: Any) -> dict[str, Any]:
+    """A JSON description of a leaf that is neither a tensor nor a plain value (caches, configs...)."""
+    cls = type(value)
+    description: dict[str, Any] = {"type": f"{cls.__module__}.{cls.__qualname__}"}
+    try:
+        from transformers.cache_utils import Cache
+
+        if isinstance(value, Cache):
+            description["seq_length"] = int(value.get_seq_length())
+            description["layers"] = len(getattr(value, "layers", []))
+            return description
+    except ImportError:  # pragma: no cover - transformers is installed wherever torch models are recorded
+        pass
+    text = repr(value)
+    description["repr"] = text if len(text) <= 200 else text[:197] + "..."
+    return description
+
+
+def cache_contents(value: Any) -> dict[str, Any] | None:
+    """The tensors of a transformers KV cache, layer by layer, or None for anything that is not one.
+
+    A module's isolated replay in a decoding step needs the keys and values cached by earlier steps,
+    so caches are recorded by content (`.../layers/3/keys`), not only described. `DynamicLayer.update`
+    concatenates into new tensors each step, and the recorder stores each tensor once, so this costs
+    one copy of each layer's cache per step.
+    """
+    try:
+        from transformers.cache_utils import Cache
+    except ImportError:  # pragma: no cover - torch models here always come with transformers
+        return None
+    if not isinstance(value, Cache) or not hasattr(value, "layers"):
+        return None
+    layers = []
+    for layer in value.layers:
+        entry: dict[str, Any] = {"type": type(layer).__name__}
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            entry[name] = tensor if isinstance(tensor, torch.Tensor) else None
+        for name in ("sliding_window", "cumulative_length", "max_cache_len"):
+            if isinstance(getattr(layer, name, None), int):
+                entry[name] = getattr(layer, name)
+        layers.append(entry)
+    return {"layers": layers}
+
+
+def build_spec(value: Any, role: str, visit: Callable[[str, Any, str], None], top: bool = False) -> dict[str, Any]:
+    """Flatten a call's args, kwargs or outputs to named leaves; return the structure to rebuild them.
+
+    Leaves are visited as (role, value, kind) with kind "tensor", "json" (a list of more than four plain
+    scalars, kept as one leaf) or "value". A bare tensor output is named `outputs/0`. KV caches are
+    flattened to their tensors (see `cache_contents`), other objects are described.
+    """
+    cache = cache_contents(value)
+    if cache is not None:
+        node = build_spec(cache, role, visit)
+        node["type"] = type(value).__qualname__
+        return node
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if top:
+            role = f"{role}/0"
+        visit(role, value, "tensor")
+        return {"leaf": role}
+    if isinstance(value, Mapping):
+        node: dict[str, Any] = {"dict": {}}
+        if type(value) is not dict:
+            node["type"] = type(value).__qualname__
+        for name, item in value.items():
+            node["dict"][str(name)] = build_spec(item, f"{role}/{name}", visit)
+        return node
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        node = build_spec(fields, role, visit)
+        node["type"] = type(value).__qualname__
+        return node
+    if isinstance(value, (tuple, list)):
+        if len(value) > 4 and all(_is_scalar_json(v) for v in value):
+            visit(role, list(value), "json")
+            return {"leaf": role}
+        kind = "tuple" if isinstance(value, tuple) else "list"
+        return {kind: [build_spec(item, f"{role}/{i}", visit) for i, item in enumerate(value)]}
+    visit(role, value, "value")
+    return {"leaf": role}
+
+
+def flatten(value: Any, role: str, top: bool = False) -> dict[str, Any]:
+    """{role: leaf} of a structure, named exactly as the recorder names them."""
+    out: dict[str, Any] = {}
+    build_spec(value, role, lambda r, v, k: out.__setitem__(r, v), top=top)
+    return out
+
+
+@dataclass
+class _Frame:
+    key: str
+    module_path: str
+    method: str
+    class_name: str
+    call: int
+    seq_start: int
+    spec: dict[str, Any]
+    snapshot: Any = None
+
+
+class Recorder(AbstractContextManager["Recorder"]):
+    """Records every call of the hooked modules of `roots` into one case of a golden store.
+
+    roots: {path prefix: module}; a prefix "" keeps the module's own `named_modules()` paths.
+    include: glob patterns over module keys; None records everything.
+    methods / functions: non-forward callables to wrap.
+    oracle: an object with `wants(key)`, `snapshot(key, args, kwargs)` and `measure(key, snapshot,
+        outputs) -> [(role, status, metrics)]`, called around each call (see capture/oracle.py).
+    """
+
+    def __init__(
+        self,
+        case: CaseWriter,
+        roots: Mapping[str, torch.nn.Module],
+        *,
+        include: Sequence[str] | None = None,
+        methods: Iterable[MethodSpec] = (),
+        functions: Iterable[FunctionSpec] = (),
+        oracle: Any = None,
+        on_call: Callable[[str], None] | None = None,
+    ) -> None:
+        self.case = case
+        self.roots = dict(roots)
+        self.include = list(include) if include else None
+        self.methods = list(methods)
+        self.functions = list(functions)
+        self.oracle = oracle
+        self.on_call = on_call
+        self._handles: list[Any] = []
+        self._wrapped: list[tuple[Any, str, Any, bool]] = []
+        self._stacks: dict[int, list[_Frame]] = {}
+        self._known: dict[int, tuple[weakref.ref[Any], LeafRecord, int | None]] = {}
+        self._keys: dict[int, tuple[str, str]] = {}
+        self.calls_recorded = 0
+        self.suspended = False
+
+    # -- naming ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _join(prefix: str, name: str) -> str:
+        return ".".join(p for p in (prefix, name) if p)
+
+    def wanted(self, key: str) -> bool:
+        return self.include is None or any(fnmatch.fnmatchcase(key, pattern) for pattern in self.include)
+
+    def module_keys(self) -> dict[str, torch.nn.Module]:
+        out: dict[str, torch.nn.Module] = {}
+        for prefix, root in self.roots.items():
+            for name, module in root.named_modules():
+                path = self._join(prefix, name)
+                out.setdefault(path or ROOT_KEY, module)
+        return out
+
+    # -- install / remove ------------------------------------------------------------------------------
+    def __enter__(self) -> Recorder:
+        for key, module in self.module_keys().items():
+            if id(module) in self._keys or not self.wanted(key):
+                continue
+            path = "" if key == ROOT_KEY else key
+            self._keys[id(module)] = (key, path)
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._post_hook, with_kwargs=True))
+        for spec in self.methods:
+            if not self.wanted(spec.key):
+                continue
+            owner = self._resolve(spec.module_path)
+            if owner is None or not hasattr(owner, spec.method):
+                continue
+            original = getattr(owner, spec.method)
+            had_instance_attr = spec.method in vars(owner)
+            setattr(owner, spec.method, self._wrap(original, spec.key, spec.module_path, spec.method, owner))
+            self._wrapped.append((owner, spec.method, original, had_instance_attr))
+        for fspec in self.functions:
+            if not self.wanted(fspec.key):
+                continue
+            original = getattr(fspec.namespace, fspec.name)
+            setattr(fspec.namespace, fspec.name, self._wrap(original, fspec.key, "", fspec.name, None))
+            self._wrapped.append((fspec.namespace, fspec.name, original, True))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for owner, name, original, had_instance_attr in reversed(self._wrapped):
+            if had_instance_attr:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)  # the class attribute shows through again
+        self._wrapped.clear()
+
+    def _resolve(self, module_path: str) -> Any:
+        for prefix, root in self.roots.items():
+            if module_path == prefix:
+                return root
+            if prefix == "" or module_path.startswith(prefix + "."):
+                rest = module_path[len(prefix) + 1 :] if prefix else module_path
+                try:
+                    return root.get_submodule(rest) if rest else root
+                except AttributeError:
+                    continue
+        return None
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+    def _pre_hook(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.suspended:
+            return
+        key, path = self._keys[id(module)]
+        self._begin(id(module), key, path, "forward", type(module).__qualname__, args, kwargs)
+
+    def _post_hook(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        if self.suspended:
+            return
+        self._end(id(module), output)
+
+    def _wrap(self, original: Callable[..., Any], key: str, path: str, method: str, owner: Any) -> Callable[..., Any]:
+        token = id(original) ^ hash(key)
+        class_name = type(owner).__qualname__ if owner is not None else "function"
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.suspended:
+                return original(*args, **kwargs)
+            self._begin(token, key, path, method, class_name, args, kwargs)
+            output = original(*args, **kwargs)
+            self._end(token, output)
+            return output
+
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper._conformance_wrapper = True  # type: ignore[attr-defined]
+        return wrapper
+
+    def _begin(self, token: int, key: str, path: str, method: str, class_name: str,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:  # fmt: skip
+        case = self.case
+        call = case.next_call_index(key)
+        frame = _Frame(key, path, method, class_name, call, case.next_seq(), {})
+        frame.spec["args"] = self._record(args, "args", key, call)
+        frame.spec["kwargs"] = self._record(dict(kwargs), "kwargs", key, call)
+        if self.oracle is not None and self.oracle.wants(key):
+            frame.snapshot = self.oracle.snapshot(key, args, kwargs)
+        self._stacks.setdefault(token, []).append(frame)
+
+    def _end(self, token: int, output: Any) -> None:
+        frame = self._stacks[token].pop()
+        frame.spec["outputs"] = self._record(output, "outputs", frame.key, frame.call, top=True)
+        seq_end = self.case.next_seq()
+        self.case.add_call(frame.key, frame.module_path, frame.method, frame.class_name, frame.call,
+                           frame.seq_start, seq_end, frame.spec)  # fmt: skip
+        if frame.snapshot is not None:
+            # The oracle re-runs the call on the float64 twin; module-level functions are shared with the
+            # recorded model, so recording pauses meanwhile.
+            self.suspended = True
+            try:
+                measured = self.oracle.measure(frame.key, frame.snapshot, output)
+            finally:
+                self.suspended = False
+            for role, status, metrics in measured:
+                self.case.add_oracle(frame.key, frame.call, role, "isolated", status, metrics)
+            frame.snapshot = None
+        self.calls_recorded += 1
+        if self.on_call is not None:
+            self.on_call(frame.key)
+
+    # -- flattening --------------------------------------------------------------------------------------
+    def _record(self, value: Any, role: str, key: str, call: int, top: bool = False) -> dict[str, Any]:
+        def visit(leaf_role: str, leaf: Any, kind: str) -> None:
+            if kind == "tensor":
+                self._record_tensor(leaf, leaf_role, key, call)
+            elif kind == "json":
+                self.case.add_value(key, call, leaf_role, "json", leaf)
+            else:
+                self._record_value(leaf, leaf_role, key, call)
+
+        return build_spec(value, role, visit, top=top)
+
+    def _record_value(self, value: Any, role: str, key: str, call: int) -> None:
+        if value is None:
+            self.case.add_value(key, call, role, "none", None)
+        elif isinstance(value, bool):
+            self.case.add_value(key, call, role, "bool", value)
+        elif isinstance(value, (int, np.integer)):
+            self.case.add_value(key, call, role, "int", int(value))
+        elif isinstance(value, (float, np.floating)):
+            number = float(value)
+            self.case.add_value(key, call, role, "float", number if math.isfinite(number) else str(number))
+        elif isinstance(value, str):
+            self.case.add_value(key, call, role, "str", value)
+        elif isinstance(value, torch.dtype):
+            self.case.add_value(key, call, role, "dtype", str(value).replace("torch.", ""))
+        elif isinstance(value, torch.device):
+            self.case.add_value(key, call, role, "device", str(value))
+        else:
+            self.case.add_value(key, call, role, "object", describe_object(value))
+
+    def _record_tensor(self, value: torch.Tensor | np.ndarray, role: str, key: str, call: int) -> None:
+        known = self._known.get(id(value))
+        if known is not None:
+            ref, record, version = known
+            if ref() is value:
+                raw, logical = tensor_to_numpy(value)
+                current = _version(value) if isinstance(value, torch.Tensor) else None
+                unchanged = (
+                    tuple(raw.shape) == record.shape
+                    and (logical or raw.dtype.name) == record.dtype
+                    and (version == current if version is not None and current is not None else checksum(raw) == record.crc32)
+                )  # fmt: skip
+                if unchanged:
+                    self.case.add_reference(key, call, role, record)
+                    return
+        raw, logical = tensor_to_numpy(value)
+        record = self.case.add_tensor(key, call, role, raw, logical)
+        try:
+            ref = weakref.ref(value)
+        except TypeError:
+            return
+        self._known[id(value)] = (ref, record, _version(value) if isinstance(value, torch.Tensor) else None)

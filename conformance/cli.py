@@ -1,0 +1,194 @@
+"""`conformance`: record official goldens, inspect them, check candidates against them.
+
+Exit codes: 0 all conform, 1 a divergence beyond policy, 2 bad input or usage (the message names the
+file and tensor). This module only parses arguments and calls the rooms that do the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ConformanceError, UsageError
+
+EXIT_OK, EXIT_DIVERGED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors with exit code 2 on one line (argparse's own convention)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _command_line(argv: Sequence[str]) -> str:
+    return shlex.join(["conformance", *argv])
+
+
+# -- record ------------------------------------------------------------------------------------------------
+
+
+def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "record",
+        help="run the official model on named cases and record every module call into an HDF5 golden store",
+        description=(
+            "Load the official Qwen3-TTS (PyPI qwen-tts) through its own from_pretrained path, hook every "
+            "module, run the cases and stream their args, kwargs and outputs into a golden store. Without "
+            "--checkpoint, seeded random checkpoints of the chosen size are built (and cached). The output "
+            "file is replaced only when the recording completes."
+        ),
+    )
+    p.add_argument("-o", "--output", required=True, type=Path, help="golden store to write (.h5)")
+    p.add_argument("--cases", nargs="+", metavar="CASE", help="cases to record (default: all; see list-cases)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),
+                   help="precision of the official model; float64 is the clean oracle (default float32)")  # fmt: skip
+    p.add_argument("--size", default="tiny", choices=("tiny", "full"), help="seeded random model size (default tiny)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="a local checkpoint folder (a real Qwen3-TTS model folder with speech_tokenizer/, a codec "
+                        "folder, or a folder of base/custom_voice/voice_design built by this tool)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=None, help="seed of the random checkpoints (default 20260125)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; results are bit-reproducible only at the same count (default 1)")  # fmt: skip
+    p.add_argument("--modules", nargs="+", metavar="GLOB", help="record only modules whose path matches a glob")
+    oracle = p.add_mutually_exclusive_group()
+    oracle.add_argument("--oracle", dest="oracle", action="store_true", default=None,
+                        help="re-run each call on a clean float64 twin to record its own noise (default for "
+                             "float32/bfloat16 on tiny models)")  # fmt: skip
+    oracle.add_argument("--no-oracle", dest="oracle", action="store_false", help="do not measure noise")
+    p.add_argument("--attn-implementation", default="eager", choices=("eager", "sdpa"),
+                   help="attention implementation of the official model (default eager: explicit masks)")  # fmt: skip
+    p.add_argument("--compression", choices=("gzip", "lzf"), help="compress large (chunked) datasets")
+    p.add_argument("--stats-above", type=int, metavar="BYTES", help="store tensors larger than this as statistics")
+    p.add_argument("--hash-above", type=int, metavar="BYTES", help="store tensors larger than this as a hash only")
+    p.set_defaults(func=_cmd_record)
+
+
+def _cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .store.writer import StoragePolicy
+
+    try:
+        from .subjects.qwen3_tts import cases as case_registry
+        from .subjects.qwen3_tts import record as recorder
+    except ImportError as exc:
+        raise UsageError(f"recording needs the official stack: {exc}") from None
+    selected = case_registry.select(args.cases)
+    storage = StoragePolicy(compression=args.compression, stats_above_bytes=args.stats_above,
+                            hash_above_bytes=args.hash_above)  # fmt: skip
+    oracle = args.oracle if args.oracle is not None else (args.size == "tiny" and args.checkpoint is None)
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console) as progress:  # fmt: skip
+        task = progress.add_task("loading official model", total=len(selected), status="")
+        calls = {"n": 0}
+
+        def on_case(case: case_registry.CaseSpec, index: int, total: int) -> None:
+            progress.update(task, completed=index, total=total, description=case.name)
+
+        def on_call(key: str) -> None:
+            calls["n"] += 1
+            if calls["n"] % 25 == 0:
+                progress.update(task, status=f"{calls['n']} calls")
+
+        def on_skip(case: case_registry.CaseSpec, why: str) -> None:
+            console.print(f"[yellow]skipped {case.name}: {why}[/yellow]")
+
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UsageError("recording needs torch (pip install 'conformance[record]')") from None
+        path = recorder.record(
+            args.output, selected, dtype=args.dtype, size=args.size, checkpoint=args.checkpoint,
+            seed=args.seed if args.seed is not None else recorder.DEFAULT_SEED, threads=args.threads,
+            modules=args.modules, oracle=oracle, attn_implementation=args.attn_implementation,
+            command=_command_line(argv), storage=storage, on_case=on_case, on_call=on_call, on_skip=on_skip,
+        )  # fmt: skip
+        progress.update(task, completed=progress.tasks[0].total, description="done", status=f"{calls['n']} calls")
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {calls['n']} calls)")
+    return EXIT_OK
+
+
+# -- inspect -------------------------------------------------------------------------------------------------
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("inspect", help="list the cases, modules, calls, shapes and provenance of a golden store",
+                       description="Summarise a golden store: its cases, and with --case the modules of one case "
+                                   "in execution order with their call counts, shapes and dtypes.")  # fmt: skip
+    p.add_argument("store", type=Path, help="golden store (.h5)")
+    p.add_argument("--case", help="also list the modules of this case and its provenance")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .store import GoldenStore
+    from .store.inspect import print_inspect
+
+    with GoldenStore(args.store) as store:
+        print_inspect(store, args.case, args.json)
+    return EXIT_OK
+
+
+def _add_list_cases(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("list-cases", help="list the named cases that `record` knows")
+    p.set_defaults(func=_cmd_list_cases)
+
+
+def _cmd_list_cases(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .subjects.qwen3_tts.cases import CASES
+
+    table = Table(title="Qwen3-TTS cases")
+    for column in ("case", "family", "model", "description"):
+        table.add_column(column, overflow="fold")
+    for case in CASES:
+        table.add_row(case.name, case.family, case.model, case.description)
+    Console().print(table)
+    return EXIT_OK
+
+
+# -- entry point ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="conformance",
+        description="Differential conformance checking of model ports against the official model "
+        "(first subject: Qwen3-TTS). Exit codes: 0 conform, 1 divergence beyond policy, 2 bad input or usage.",
+    )
+    parser.add_argument("--version", action="version", version=f"conformance {__import__('conformance').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_record(sub)
+    _add_inspect(sub)
+    _add_list_cases(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, argv))
+    except ConformanceError as exc:
+        print(f"conformance: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("conformance: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

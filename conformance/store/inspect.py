@@ -1,0 +1,111 @@
+"""Summaries of a golden store for `conformance inspect` (tables with rich, or JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from .reader import Case, GoldenStore
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GB"  # pragma: no cover
+
+
+def case_summary(case: Case) -> dict[str, Any]:
+    leaves = case.leaves()
+    tensors = [leaf for leaf in leaves if leaf.is_tensor]
+    unique = {(leaf.location, leaf.row) for leaf in tensors if leaf.location}
+    sizes = {(leaf.location, leaf.row): leaf.nbytes for leaf in tensors if leaf.location}
+    p = case.provenance
+    return {
+        "case": case.name,
+        "family": p.get("family", ""),
+        "dtype": p.get("dtype", ""),
+        "size": p.get("size", ""),
+        "modules": len(case.keys()),
+        "calls": len(case.calls()),
+        "tensor_leaves": len(tensors),
+        "tensors_stored": len(unique),
+        "bytes_stored": int(sum(sizes.values())),
+        "oracle_records": len(case.oracle_records()),
+        "description": p.get("description", ""),
+    }
+
+
+def module_summary(case: Case) -> list[dict[str, Any]]:
+    calls: dict[str, int] = defaultdict(int)
+    classes: dict[str, str] = {}
+    for record in case.calls():
+        calls[record.key] += 1
+        classes[record.key] = record.class_name
+    out = []
+    for key in case.keys():
+        leaves = [leaf for leaf in case.leaves(key, 0) if leaf.is_tensor]
+        shapes = ", ".join(f"{leaf.role}:{leaf.dtype}{list(leaf.shape)}" for leaf in leaves[:4])
+        if len(leaves) > 4:
+            shapes += f", ... ({len(leaves)} tensors)"
+        out.append({"module": key, "class": classes[key], "calls": calls[key], "call 0": shapes})
+    return out
+
+
+def store_summary(store: GoldenStore) -> dict[str, Any]:
+    return {
+        "path": str(store.path),
+        "created_utc": store.created_utc,
+        "command": store.command,
+        "software": store.software,
+        "cases": [case_summary(case) for case in store],
+    }
+
+
+def print_inspect(store: GoldenStore, case_name: str | None = None, as_json: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        data = store_summary(store)
+        if case_name:
+            case = store.case(case_name)
+            data["modules"] = module_summary(case)
+            data["provenance"] = case.provenance
+        print(json.dumps(data, indent=2, default=str))
+        return
+    console = Console()
+    sw = store.software
+    console.print(f"[bold]{store.path}[/bold]  created {store.created_utc}")
+    console.print(
+        f"official {sw.get('qwen-tts', '?')} · torch {sw.get('torch', '?')} · transformers "
+        f"{sw.get('transformers', '?')} · cpu {sw.get('cpu', '?')} ({sw.get('torch_cpu_capability', '?')})"
+    )
+    if store.command:
+        console.print(f"command: {store.command}")
+    table = Table(title="cases", show_lines=False)
+    for column in ("case", "family", "dtype", "modules", "calls", "tensors", "stored", "oracle"):
+        table.add_column(column, justify="right" if column in ("modules", "calls", "tensors", "oracle") else "left")
+    for case in store:
+        s = case_summary(case)
+        table.add_row(s["case"], s["family"], s["dtype"], str(s["modules"]), str(s["calls"]), str(s["tensor_leaves"]),
+                      f"{s['tensors_stored']} / {_human(s['bytes_stored'])}", str(s["oracle_records"]))  # fmt: skip
+    console.print(table)
+    if case_name:
+        case = store.case(case_name)
+        p = case.provenance
+        console.print(f"\n[bold]{case.name}[/bold]: {p.get('description', '')}")
+        for field in ("dtype", "size", "seed", "threads", "attn_implementation", "official_version", "oracle"):
+            console.print(f"  {field}: {p.get(field)}")
+        for name, hashes in (p.get("weights_sha256") or {}).items():
+            for file, digest in hashes.items():
+                console.print(f"  weights {name}/{file}: sha256 {digest[:16]}…")
+        console.print(f"  inputs: {', '.join(case.input_names())}   outputs: {', '.join(case.output_names())}")
+        modules = Table(title=f"modules of {case.name} (execution order)")
+        for column in ("module", "class", "calls", "call 0"):
+            modules.add_column(column, overflow="fold")
+        for row in module_summary(case):
+            modules.add_row(row["module"], row["class"], str(row["calls"]), row["call 0"])
+        console.print(modules)

@@ -1,0 +1,366 @@
+"""Lazy reader for golden stores (numpy + h5py only).
+
+Opening a store reads only its root attributes; a case's tables are read the first time the case is
+used, and tensor data only when asked for. Every tensor read is checked against the CRC-32 recorded
+when it was written; a mismatch raises `IntegrityError` naming the file and the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import IntegrityError, StoreError
+from . import schema
+from .schema import KIND_TENSOR, CallRecord, LeafRecord, OracleRecord, checksum
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class ObjectValue:
+    """A non-tensor leaf that was recorded by description only (a cache object, a device...)."""
+
+    def __init__(self, kind: str, description: Any) -> None:
+        self.kind = kind
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"ObjectValue({self.kind}, {self.description!r})"
+
+
+class Case:
+    """One recorded case of a golden store."""
+
+    def __init__(self, store: GoldenStore, name: str, group: h5py.Group) -> None:
+        self.store = store
+        self.name = name
+        self.group = group
+
+    # -- metadata ---------------------------------------------------------------------------------------
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        if "provenance" not in self.group:
+            return {}
+        return json.loads(_text(self.group["provenance"][()]))
+
+    @property
+    def dtype(self) -> str:
+        return str(self.provenance.get("dtype", ""))
+
+    @cached_property
+    def _strings(self) -> list[str]:
+        if "strings" not in self.group:
+            raise StoreError(f"case {self.name!r} has no strings table", path=self.store.path)
+        try:
+            return [_text(s) for s in self.group["strings"][()]]
+        except OSError as exc:
+            raise StoreError(f"cannot read the strings table of case {self.name!r} ({exc})", path=self.store.path) from exc
+
+    def _columns(self, name: str, string_columns: tuple[str, ...]) -> list[dict[str, Any]]:
+        rows = self._table(name)
+        strings = self._strings
+        if not len(rows):
+            return []
+        columns: dict[str, list[Any]] = {}
+        try:
+            for column in rows.dtype.names:
+                values = rows[column].tolist()
+                columns[column] = [strings[i] for i in values] if column in string_columns else values
+        except IndexError:
+            raise StoreError(f"the {name} table of case {self.name!r} refers to unknown strings", path=self.store.path) from None
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+    @cached_property
+    def _calls(self) -> list[CallRecord]:
+        calls = [
+            CallRecord(r["key"], r["module"], r["method"], r["class_name"], r["call"], r["seq_start"], r["seq_end"],
+                       r["spec"])
+            for r in self._columns("calls", ("key", "module", "method", "class_name", "spec"))
+        ]  # fmt: skip
+        calls.sort(key=lambda c: c.seq_start)
+        return calls
+
+    @cached_property
+    def _leaves(self) -> dict[tuple[str, int], list[LeafRecord]]:
+        out: dict[tuple[str, int], list[LeafRecord]] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        names = ("key", "role", "kind", "dtype", "shape", "location", "value", "tier", "summary")
+        for r in self._columns("leaves", names):
+            shape = shapes.get(r["shape"])
+            if shape is None:
+                shape = shapes[r["shape"]] = tuple(json.loads(r["shape"]))
+            leaf = LeafRecord(r["key"], r["call"], r["role"], r["kind"], r["dtype"], shape, r["location"], r["row"],
+                              r["crc32"], r["value"], r["tier"], r["summary"])  # fmt: skip
+            out.setdefault((leaf.key, leaf.call), []).append(leaf)
+        return out
+
+    @cached_property
+    def _leaf_index(self) -> dict[tuple[str, int, str], LeafRecord]:
+        return {(leaf.key, leaf.call, leaf.role): leaf for leaves in self._leaves.values() for leaf in leaves}
+
+    @cached_property
+    def _oracle(self) -> dict[tuple[str, int, str, str], OracleRecord]:
+        out = {}
+        for r in self._columns("oracle", ("key", "role", "mode", "status")):
+            metrics = {name: float(r[name]) for name in schema.ORACLE_METRICS}
+            record = OracleRecord(r["key"], r["call"], r["role"], r["mode"], r["status"], metrics)
+            out[(record.key, record.call, record.role, record.mode)] = record
+        return out
+
+    def _table(self, name: str) -> np.ndarray:
+        if name not in self.group:
+            raise StoreError(f"case {self.name!r} has no {name} table", path=self.store.path)
+        try:
+            return self.group[name][()]
+        except OSError as exc:
+            raise StoreError(f"cannot read the {name} table of case {self.name!r} ({exc})", path=self.store.path) from exc
+
+    def calls(self) -> list[CallRecord]:
+        """Every recorded call, in execution order (by the time it started)."""
+        return list(self._calls)
+
+    def calls_by_completion(self) -> list[CallRecord]:
+        """Every recorded call in the order calls returned: children before the modules that contain them."""
+        return sorted(self._calls, key=lambda c: c.seq_end)
+
+    def keys(self) -> list[str]:
+        """Module keys in the order of their first call."""
+        seen: dict[str, None] = {}
+        for call in self._calls:
+            seen.setdefault(call.key, None)
+        return list(seen)
+
+    def call_records(self, key: str) -> list[CallRecord]:
+        return [c for c in self._calls if c.key == key]
+
+    def get_call(self, key: str, call: int) -> CallRecord:
+        for c in self._calls:
+            if c.key == key and c.call == call:
+                return c
+        raise StoreError(f"no call {key}#{call} in case {self.name!r}", path=self.store.path)
+
+    def leaves(self, key: str | None = None, call: int | None = None) -> list[LeafRecord]:
+        if key is not None and call is not None:
+            return list(self._leaves.get((key, call), []))
+        return [leaf for (k, c), leaves in self._leaves.items() for leaf in leaves
+                if (key is None or k == key) and (call is None or c == call)]  # fmt: skip
+
+    def leaf(self, key: str, call: int, role: str) -> LeafRecord:
+        try:
+            return self._leaf_index[(key, call, role)]
+        except KeyError:
+            raise StoreError(
+                f"no tensor {key}#{call}/{role} in case {self.name!r}", path=self.store.path, tensor=f"{key}#{call}/{role}"
+            ) from None
+
+    def oracle(self, key: str, call: int, role: str, mode: str = "isolated") -> OracleRecord | None:
+        return self._oracle.get((key, call, role, mode))
+
+    def oracle_records(self) -> list[OracleRecord]:
+        return list(self._oracle.values())
+
+    # -- data -------------------------------------------------------------------------------------------
+    def tensor(self, key: str | LeafRecord, call: int | None = None, role: str | None = None,
+               *, verify: bool = True, raw: bool = False) -> np.ndarray:  # fmt: skip
+        """Read one tensor leaf. bfloat16 is widened to float32 exactly unless `raw`."""
+        leaf = key if isinstance(key, LeafRecord) else self.leaf(key, int(call or 0), str(role))
+        if leaf.kind != KIND_TENSOR:
+            raise StoreError(f"{leaf.name} is a {leaf.kind}, not a tensor", path=self.store.path, tensor=leaf.name)
+        if leaf.tier != "full":
+            raise StoreError(
+                f"{leaf.name} was stored in the {leaf.tier} tier: only its summary is available",
+                path=self.store.path, tensor=leaf.name,
+            )  # fmt: skip
+        data = self._read(leaf.location, leaf.row, leaf.name)
+        if verify and checksum(data) != leaf.crc32:
+            raise IntegrityError(
+                "checksum mismatch: the stored bytes differ from what was recorded (file corrupted?)",
+                path=self.store.path, tensor=f"{self.name}:{leaf.name}",
+            )  # fmt: skip
+        if leaf.dtype in schema.RAW_STORAGE and not raw:
+            return schema.bfloat16_to_float32(data)
+        return data
+
+    def summary(self, leaf: LeafRecord) -> dict[str, Any]:
+        """Statistics or hash of a tensor kept in the stats/hash tier."""
+        return json.loads(leaf.summary) if leaf.summary else {}
+
+    def iter_tensor_chunks(self, leaf: LeafRecord, max_elements: int = 1 << 22, *, verify: bool = True
+                           ) -> Iterator[np.ndarray]:  # fmt: skip
+        """Stream a large tensor in flat chunks (C order), verifying the checksum at the end."""
+        dataset = self._dataset(leaf.location, leaf.name)
+        crc = 0
+        if leaf.row >= 0 or dataset.ndim == 0:
+            whole = self.tensor(leaf, verify=verify, raw=True)
+            yield self._logical(whole.ravel(), leaf)
+            return
+        rows_per_read = max(1, max_elements // max(1, int(np.prod(dataset.shape[1:], dtype=np.int64))))
+        for start in range(0, dataset.shape[0], rows_per_read):
+            block = self._read_slice(dataset, slice(start, start + rows_per_read), leaf.name)
+            crc = checksum(block, crc)
+            yield self._logical(block.ravel(), leaf)
+        if verify and crc != leaf.crc32:
+            raise IntegrityError("checksum mismatch: the stored bytes differ from what was recorded (file corrupted?)",
+                                 path=self.store.path, tensor=f"{self.name}:{leaf.name}")  # fmt: skip
+
+    @staticmethod
+    def _logical(data: np.ndarray, leaf: LeafRecord) -> np.ndarray:
+        return schema.bfloat16_to_float32(data) if leaf.dtype in schema.RAW_STORAGE else data
+
+    def _dataset(self, location: str, name: str) -> h5py.Dataset:
+        try:
+            return self.group[location]
+        except (KeyError, OSError) as exc:
+            raise StoreError(f"dataset {location} is missing or unreadable ({exc})", path=self.store.path,
+                             tensor=f"{self.name}:{name}") from exc  # fmt: skip
+
+    def _read_slice(self, dataset: h5py.Dataset, index: Any, name: str) -> np.ndarray:
+        try:
+            return np.asarray(dataset[index])
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"cannot read data ({exc})", path=self.store.path, tensor=f"{self.name}:{name}") from exc
+
+    def _read(self, location: str, row: int, name: str) -> np.ndarray:
+        dataset = self._dataset(location, name)
+        return self._read_slice(dataset, row if row >= 0 else (), name)
+
+    def value(self, leaf: LeafRecord) -> Any:
+        """The Python value of a leaf: an array for tensors, the decoded value otherwise."""
+        if leaf.kind == KIND_TENSOR:
+            return self.tensor(leaf)
+        decoded = leaf.decoded_value()
+        if leaf.kind in ("none", "bool", "int", "str", "json"):
+            return decoded
+        if leaf.kind == "float":
+            return float(decoded)
+        return ObjectValue(leaf.kind, decoded)
+
+    def call_io(self, key: str, call: int) -> tuple[list[Any], dict[str, Any], Any]:
+        """Rebuild (args, kwargs, outputs) of one call with the structure the official code used."""
+        record = self.get_call(key, call)
+        spec = record.decoded_spec()
+        values = {leaf.role: leaf for leaf in self.leaves(key, call)}
+
+        def build(node: Any) -> Any:
+            if isinstance(node, dict) and "leaf" in node:
+                leaf = values.get(node["leaf"])
+                if leaf is None:
+                    raise StoreError(f"leaf {node['leaf']} of {key}#{call} is missing", path=self.store.path)
+                return self.value(leaf)
+            if isinstance(node, dict) and "tuple" in node:
+                return tuple(build(x) for x in node["tuple"])
+            if isinstance(node, dict) and "list" in node:
+                return [build(x) for x in node["list"]]
+            if isinstance(node, dict) and "dict" in node:
+                return {k: build(v) for k, v in node["dict"].items()}
+            raise StoreError(f"malformed structure of {key}#{call}: {node!r}", path=self.store.path)
+
+        args = build(spec.get("args", {"tuple": []}))
+        kwargs = build(spec.get("kwargs", {"dict": {}}))
+        outputs = build(spec["outputs"]) if "outputs" in spec else None
+        return list(args), dict(kwargs), outputs
+
+    def tensor_leaves(self, roots: tuple[str, ...] = ("outputs",), order: str = "completion") -> Iterator[LeafRecord]:
+        """Tensor leaves of every call, in execution order (completion order by default)."""
+        calls = self.calls_by_completion() if order == "completion" else self.calls()
+        for call in calls:
+            for leaf in self._leaves.get((call.key, call.call), []):
+                if leaf.kind == KIND_TENSOR and leaf.role.split("/", 1)[0] in roots:
+                    yield leaf
+
+    def input_names(self) -> list[str]:
+        names = [schema.unescape_component(n) for n in self.group["inputs"]] if "inputs" in self.group else []
+        return names + list(self.provenance.get("input_values", {}))
+
+    def input(self, name: str) -> Any:
+        return self._io("inputs", "input_values", name)
+
+    def output_names(self) -> list[str]:
+        names = [schema.unescape_component(n) for n in self.group["outputs"]] if "outputs" in self.group else []
+        return names + list(self.provenance.get("output_values", {}))
+
+    def output(self, name: str) -> Any:
+        return self._io("outputs", "output_values", name)
+
+    def _io(self, group_name: str, values_key: str, name: str) -> Any:
+        escaped = schema.escape_component(name)
+        group = self.group[group_name] if group_name in self.group else {}
+        if escaped in group:
+            dataset = group[escaped]
+            data = np.asarray(dataset[()])
+            if int(dataset.attrs.get("crc32", checksum(data))) != checksum(data):
+                raise IntegrityError("checksum mismatch", path=self.store.path, tensor=f"{self.name}:{group_name}/{name}")
+            if _text(dataset.attrs.get("dtype", "")) in schema.RAW_STORAGE:
+                return schema.bfloat16_to_float32(data)
+            return data
+        values = self.provenance.get(values_key, {})
+        if name in values:
+            return values[name]
+        raise StoreError(f"case {self.name!r} has no {group_name[:-1]} {name!r}", path=self.store.path)
+
+
+class GoldenStore:
+    """A golden store opened for reading. Use as a context manager or call `close()`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise StoreError("no such file", path=self.path)
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as exc:
+            reason = " ".join(str(exc).split())
+            raise StoreError(f"not a readable HDF5 file (truncated or not HDF5: {reason})", path=self.path) from None
+        try:
+            attrs = self.file.attrs
+            fmt = _text(attrs.get("format", ""))
+            if fmt != schema.FORMAT:
+                raise StoreError(f"not a golden store (format attribute is {fmt!r})", path=self.path)
+            version = int(attrs.get("schema_version", -1))
+            if version != schema.SCHEMA_VERSION:
+                raise StoreError(f"schema version {version} is not supported (this tool reads "
+                                 f"version {schema.SCHEMA_VERSION}); re-record the golden", path=self.path)  # fmt: skip
+            if not bool(attrs.get("complete", False)):
+                raise StoreError("incomplete golden store: its recording was interrupted", path=self.path)
+            self.created_utc = _text(attrs.get("created_utc", ""))
+            self.command = _text(attrs.get("command", ""))
+            self.software: dict[str, Any] = json.loads(_text(attrs.get("software", "{}")))
+            self.cases = [schema.unescape_component(n) for n in self.file["cases"]]
+        except StoreError:
+            self.file.close()
+            raise
+        except (OSError, KeyError, ValueError) as exc:
+            self.file.close()
+            raise StoreError(f"damaged golden store ({exc})", path=self.path) from None
+        self._case_cache: dict[str, Case] = {}
+
+    def case(self, name: str) -> Case:
+        if name not in self._case_cache:
+            if name not in self.cases:
+                raise StoreError(f"no case {name!r} (cases: {', '.join(self.cases)})", path=self.path)
+            self._case_cache[name] = Case(self, name, self.file["cases"][schema.escape_component(name)])
+        return self._case_cache[name]
+
+    def __iter__(self) -> Iterator[Case]:
+        return (self.case(name) for name in self.cases)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> GoldenStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_store(path: str | Path) -> GoldenStore:
+    return GoldenStore(path)

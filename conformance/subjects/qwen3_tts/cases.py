@@ -1,0 +1,265 @@
+"""The named cases of the Qwen3-TTS golden store. Their inputs live here, in code.
+
+Each case is one run of the official model through its public API (`Qwen3TTSModel.generate_*`,
+`create_voice_clone_prompt`, `Qwen3TTSTokenizer.encode/decode`, or the decoder's `chunked_decode`), with
+fixed inputs: real text through the real Qwen tokenizer, seeded random codes, or a synthetic speech-like
+waveform. Generation is greedy (`do_sample=False, subtalker_dosample=False`).
+
+Families: `codec_decode`, `codec_encode`, `speaker_encoder`, `generation`, `end_to_end`. A case lists the
+model it needs (`codec` or a TTS model type) and which roots are hooked: generation cases hook the TTS
+model (talker, code predictor, speaker encoder, prompt construction) and leave the codec unhooked, the
+end-to-end case hooks everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .signals import SAMPLE_RATE, speech_like
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    name: str
+    family: str
+    description: str
+    model: str  # "codec" or a TTS model type
+    hooks: tuple[str, ...]  # roots to hook: "tts" and/or "codec"
+    run: Callable[[Any, "CaseIO"], None]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class CaseIO:
+    """Collects a case's inputs and outputs while it runs (stored under /cases/<case>/inputs|outputs)."""
+
+    def __init__(self, size: str) -> None:
+        self.size = size
+        self.inputs: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+
+    def input(self, name: str, value: Any) -> Any:
+        self.inputs[name] = value
+        return value
+
+    def output(self, name: str, value: Any) -> Any:
+        self.outputs[name] = value
+        return value
+
+
+# -- synthetic inputs ------------------------------------------------------------------------------------
+
+
+def random_codes(seed: int, frames: int, codebooks: int, codebook_size: int = 2048) -> np.ndarray:
+    """Seeded codes of shape (1, frames, codebooks), the layout `Qwen3TTSTokenizer.decode` takes."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, codebook_size, size=(1, frames, codebooks), dtype=np.int64)
+
+
+# -- runners -------------------------------------------------------------------------------------------------
+
+
+GREEDY = {"do_sample": False, "subtalker_dosample": False}
+
+
+def _frames(size: str, tiny: int, full: int) -> int:
+    return tiny if size == "tiny" else full
+
+
+def _capture_generate(model: Any) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """Keep what the official `generate` returns (the codes) while the wrapper API runs on to decode."""
+    box: dict[str, Any] = {}
+    had_instance_attr = "generate" in vars(model)  # a recorder's wrapper, if one is installed
+    inner = model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        box["result"] = inner(*args, **kwargs)
+        return box["result"]
+
+    model.generate = generate
+
+    def restore() -> None:
+        if had_instance_attr:
+            model.generate = inner
+        else:
+            del model.generate
+
+    return (lambda: box.get("result")), restore
+
+
+def _generation_outputs(io: CaseIO, result: Any, wavs: list[np.ndarray]) -> None:
+    codes_list, _hidden = result
+    io.output("codes", codes_list[0].detach().cpu().numpy())
+    io.output("waveform", np.asarray(wavs[0], dtype=np.float32))
+
+
+def run_decode(models: Any, io: CaseIO, frames: tuple[int, int], seed: int) -> None:
+    codec = models.codec()
+    groups = codec.model.config.decoder_config.num_quantizers
+    codes = io.input("codes", random_codes(seed, _frames(io.size, *frames), groups))
+    wavs, sample_rate = codec.decode([{"audio_codes": codes[0]}])
+    io.output("waveform", np.asarray(wavs[0], dtype=np.float32))
+    io.output("sample_rate", int(sample_rate))
+
+
+def run_chunked_decode(models: Any, io: CaseIO, frames: tuple[int, int], seed: int, chunk: tuple[int, int],
+                       context: tuple[int, int]) -> None:  # fmt: skip
+    import torch
+
+    codec = models.codec()
+    decoder = codec.model.decoder
+    groups = codec.model.config.decoder_config.num_quantizers
+    codes = io.input("codes", random_codes(seed, _frames(io.size, *frames), groups))
+    chunk_size = io.input("chunk_size", _frames(io.size, *chunk))
+    left_context = io.input("left_context_size", _frames(io.size, *context))
+    with torch.inference_mode():
+        wav = decoder.chunked_decode(torch.from_numpy(codes).transpose(1, 2), chunk_size=chunk_size,
+                                     left_context_size=left_context)  # fmt: skip
+    io.output("waveform", wav.float().numpy())
+
+
+def run_encode(models: Any, io: CaseIO, seconds: tuple[float, float], seed: int) -> None:
+    codec = models.codec()
+    wav = io.input("waveform", speech_like(seed, seconds[0] if io.size == "tiny" else seconds[1]))
+    encoded = codec.encode(wav, sr=SAMPLE_RATE)
+    io.output("codes", encoded.audio_codes[0].cpu().numpy())
+
+
+def run_speaker_encoder(models: Any, io: CaseIO, seconds: float, seed: int) -> None:
+    model = models.tts("base").model
+    wav = io.input("waveform", speech_like(seed, seconds))
+    embedding = model.extract_speaker_embedding(wav, SAMPLE_RATE)
+    io.output("speaker_embedding", embedding.float().cpu().numpy())
+
+
+def run_custom_voice(models: Any, io: CaseIO, text: str, speaker: str, language: str, non_streaming: bool,
+                     frames: tuple[int, int], model_type: str = "custom_voice") -> None:  # fmt: skip
+    wrapper = models.tts(model_type)
+    get, restore = _capture_generate(wrapper.model)
+    try:
+        wavs, _ = wrapper.generate_custom_voice(
+            text=io.input("text", text), speaker=io.input("speaker", speaker), language=io.input("language", language),
+            non_streaming_mode=io.input("non_streaming_mode", non_streaming),
+            max_new_tokens=io.input("max_new_tokens", _frames(io.size, *frames)), **GREEDY,
+        )  # fmt: skip
+    finally:
+        restore()
+    _generation_outputs(io, get(), wavs)
+
+
+def run_voice_design(models: Any, io: CaseIO, text: str, instruct: str, language: str, non_streaming: bool,
+                     frames: tuple[int, int]) -> None:  # fmt: skip
+    wrapper = models.tts("voice_design")
+    get, restore = _capture_generate(wrapper.model)
+    try:
+        wavs, _ = wrapper.generate_voice_design(
+            text=io.input("text", text), instruct=io.input("instruct", instruct), language=io.input("language", language),
+            non_streaming_mode=io.input("non_streaming_mode", non_streaming),
+            max_new_tokens=io.input("max_new_tokens", _frames(io.size, *frames)), **GREEDY,
+        )  # fmt: skip
+    finally:
+        restore()
+    _generation_outputs(io, get(), wavs)
+
+
+def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text: str | None, x_vector_only: bool,
+                    non_streaming: bool, frames: tuple[int, int], seed: int, ref_seconds: float) -> None:  # fmt: skip
+    wrapper = models.tts("base")
+    ref_audio = io.input("ref_audio", speech_like(seed, ref_seconds))
+    if ref_text is not None:
+        io.input("ref_text", ref_text)
+    get, restore = _capture_generate(wrapper.model)
+    try:
+        wavs, _ = wrapper.generate_voice_clone(
+            text=io.input("text", text), language=io.input("language", language),
+            ref_audio=(ref_audio, SAMPLE_RATE), ref_text=ref_text,
+            x_vector_only_mode=io.input("x_vector_only_mode", x_vector_only),
+            non_streaming_mode=io.input("non_streaming_mode", non_streaming),
+            max_new_tokens=io.input("max_new_tokens", _frames(io.size, *frames)), **GREEDY,
+        )  # fmt: skip
+    finally:
+        restore()
+    _generation_outputs(io, get(), wavs)
+
+
+# -- the case list ----------------------------------------------------------------------------------------------
+
+# Short texts keep the committed goldens small: the talker's logits (3072 per position) dominate them.
+EN_TEXT = "Hello, world."
+ZH_TEXT = "你好，世界。"
+DESIGN_TEXT = "The quick brown fox."
+CLONE_TEXT = "Match the reference."
+REF_TEXT = "Reference voice."
+
+
+def _case(name: str, family: str, description: str, model: str, hooks: tuple[str, ...],
+          run: Callable[..., None], **params: Any) -> CaseSpec:  # fmt: skip
+    return CaseSpec(name, family, description, model, hooks, lambda m, io: run(m, io, **params), params)
+
+
+CASES: tuple[CaseSpec, ...] = (
+    _case("codec_decode_short", "codec_decode",
+          "Codec decode of random codes shorter than the pre-transformer's sliding window.",
+          "codec", ("codec",), run_decode, frames=(3, 50), seed=101),
+    _case("codec_decode_long", "codec_decode",
+          "Codec decode of random codes several sliding windows long (tiny window 4 frames, full 72).",
+          "codec", ("codec",), run_decode, frames=(10, 100), seed=102),
+    _case("codec_chunked_decode", "codec_decode",
+          "The decoder's official chunked_decode over three chunks with left context.",
+          "codec", ("codec",), run_chunked_decode, frames=(10, 100), seed=103, chunk=(4, 40), context=(2, 10)),
+    _case("codec_encode", "codec_encode",
+          "Codec encode (Mimi encoder, transformer, downsample, split RVQ) of a synthetic speech-like waveform.",
+          "codec", ("codec",), run_encode, seconds=(0.06, 2.0), seed=201),
+    _case("speaker_encoder", "speaker_encoder",
+          "Speaker embedding: the official mel spectrogram and ECAPA-TDNN on a synthetic speech-like waveform.",
+          "base", ("tts",), run_speaker_encoder, seconds=0.5, seed=301),
+    _case("tts_custom_voice", "generation",
+          "Custom voice (speaker id embedding, English), non-streaming text layout, greedy generation.",
+          "custom_voice", ("tts",), run_custom_voice, text=EN_TEXT, speaker="Ryan", language="English",
+          non_streaming=True, frames=(4, 8)),
+    _case("tts_custom_voice_streaming", "generation",
+          "Custom voice with the streaming text layout (text fed one token per generated frame).",
+          "custom_voice", ("tts",), run_custom_voice, text=EN_TEXT, speaker="Ryan", language="English",
+          non_streaming=False, frames=(4, 8)),
+    _case("tts_dialect", "generation",
+          "A dialect speaker (Dylan, Beijing dialect): the language id is overridden by the speaker's dialect.",
+          "custom_voice", ("tts",), run_custom_voice, text=ZH_TEXT, speaker="Dylan", language="Chinese",
+          non_streaming=True, frames=(4, 8)),
+    _case("tts_voice_design", "generation",
+          "Voice design: a natural-language instruct prompt precedes the text, no speaker embedding.",
+          "voice_design", ("tts",), run_voice_design, text=DESIGN_TEXT,
+          instruct="A calm, low-pitched male voice, speaking slowly.", language="English",
+          non_streaming=True, frames=(4, 8)),
+    _case("tts_voice_clone_xvector", "generation",
+          "Voice clone, x-vector only: the speaker embedding of a reference waveform replaces the speaker id.",
+          "base", ("tts",), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=None,
+          x_vector_only=True, non_streaming=False, frames=(4, 8), seed=401, ref_seconds=0.3),
+    _case("tts_voice_clone_icl", "generation",
+          "Voice clone in-context: reference codes and reference text are prepended (streaming layout).",
+          "base", ("tts",), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
+          x_vector_only=False, non_streaming=False, frames=(4, 8), seed=402, ref_seconds=0.1),
+    _case("tts_voice_clone_icl_non_streaming", "generation",
+          "Voice clone in-context with the non-streaming layout.",
+          "base", ("tts",), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
+          x_vector_only=False, non_streaming=True, frames=(4, 8), seed=403, ref_seconds=0.1),
+    _case("end_to_end", "end_to_end",
+          "Text to waveform: tokenizer, prompt, talker, code predictor, then codec decode, all hooked.",
+          "custom_voice", ("tts", "codec"), run_custom_voice, text="End to end.", speaker="Vivian",
+          language="English", non_streaming=True, frames=(4, 8)),
+)  # fmt: skip
+
+CASES_BY_NAME = {case.name: case for case in CASES}
+
+
+def select(names: list[str] | None) -> list[CaseSpec]:
+    from ...errors import UsageError
+
+    if not names:
+        return list(CASES)
+    unknown = [n for n in names if n not in CASES_BY_NAME]
+    if unknown:
+        raise UsageError(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES_BY_NAME)}")
+    return [CASES_BY_NAME[n] for n in names]

@@ -1,0 +1,27 @@
+"""Synthetic inputs shared by the cases and the checkpoint builder (numpy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_RATE = 24000
+
+
+def speech_like(seed: int, seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A voiced, speech-like float32 waveform: a gliding fundamental with decaying harmonics, three
+    syllable-like envelopes, formant-ish emphasis and a little breath noise. Peak below 0.8."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 140.0 + 30.0 * np.sin(2 * np.pi * 1.3 * t) + 8.0 * np.sin(2 * np.pi * 5.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voice = np.zeros_like(t)
+    for harmonic in range(1, 12):
+        freq = harmonic * f0
+        formant = np.exp(-(((freq - 700.0) / 350.0) ** 2)) + 0.6 * np.exp(-(((freq - 1800.0) / 500.0) ** 2))
+        voice += (0.9**harmonic + formant) * np.sin(harmonic * phase + rng.uniform(0, 2 * np.pi))
+    envelope = np.zeros_like(t)
+    for centre in np.linspace(0.2, 0.8, 3) * seconds:
+        envelope += np.exp(-(((t - centre) / (0.09 * seconds)) ** 2))
+    wave = voice * envelope + 0.01 * rng.standard_normal(t.size)
+    wave = 0.75 * wave / np.max(np.abs(wave))
+    return wave.astype(np.float32)

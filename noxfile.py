@@ -1,0 +1,90 @@
+"""Sessions: `nox -s conformance` (the main job), `nox -s tests` (the test suite, what CI runs),
+`nox -s goldens` (regenerate committed goldens), `nox -s lint`, `nox -s benchmark`, `nox -s fuzz`,
+`nox -s checking_side` (the checking side in a virtualenv without torch).
+
+Every session builds its own virtualenv with pip (nox's default backend): pip finds the local CPU
+torch wheel through this machine's pip configuration, and torch is pinned and installed first so no
+dependency can pull a multi-GB CUDA build. The official `qwen-tts` is installed with --no-deps: its own
+requirements pin gradio and a CUDA torchaudio; the dependencies it really needs are in the `record` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import nox
+
+nox.options.sessions = ["conformance"]
+nox.options.reuse_existing_virtualenvs = False
+nox.options.default_venv_backend = "virtualenv"
+
+TORCH = "torch==2.13.0"
+OFFICIAL = "qwen-tts==0.1.1"
+GOLDENS = "goldens"
+SYSTEM_TOOLS = {"h5ls": "hdf5-tools", "chromium": "chromium"}
+
+
+def _install_recording_stack(session: nox.Session, extras: str) -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+    session.install("--no-deps", OFFICIAL)
+
+
+def _ensure_system_tools(session: nox.Session) -> None:
+    """h5ls (the store must open in standard HDF5 tools) and Chromium (the HTML report is tested in a
+    real browser) come from Debian; install them when missing and we may."""
+    missing = sorted({pkg for tool, pkg in SYSTEM_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        session.warn(f"cannot install {missing}: no apt-get; tests that need them will fail in CI")
+        return
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    session.log(f"installing system packages: {' '.join(missing)}")
+    try:
+        subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                       check=True, env=env)  # fmt: skip
+    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
+        session.warn(f"could not install {missing}: {exc}")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The test suite (what CI runs)."""
+    _ensure_system_tools(session)
+    _install_recording_stack(session, "record,impl,test")
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    session.run("pytest", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def conformance(session: nox.Session) -> None:
+    """Check the candidate against the committed goldens with the project policy; gate on the exit code."""
+    _install_recording_stack(session, "record,impl")
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    args = session.posargs or []
+    session.run("conformance", "check", "--goldens", f"{GOLDENS}/qwen3_tts-tiny-float32.h5",
+                "--policy", "conformance-policy.toml", *args, env=env)  # fmt: skip
+
+
+@nox.session(python="3.11")
+def goldens(session: nox.Session) -> None:
+    """Regenerate the committed goldens (only when the recorder or the cases change: each regeneration
+    adds its full size to the repository's history)."""
+    _install_recording_stack(session, "record")
+    session.run("python", "-m", "conformance.subjects.qwen3_tts.goldens", GOLDENS, *session.posargs,
+                env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and format, mypy on the checking side (store, compare, report, ports) and impl."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "conformance/store", "conformance/compare", "conformance/report", "conformance/ports",
+                "conformance/errors.py")  # fmt: skip
