@@ -17,7 +17,6 @@ explicitly and recorded under `<module path>:<method>`; free functions under `:<
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import math
 import weakref
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..store import tree
 from ..store.schema import LeafRecord, checksum
 from ..store.writer import CaseWriter
 
@@ -82,10 +82,6 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
-def _is_scalar_json(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
-
-
 def describe_object(value: Any) -> dict[str, Any]:
     """A JSON description of a leaf that is neither a tensor nor a plain value (caches, configs...)."""
     cls = type(value)
@@ -131,50 +127,19 @@ def cache_contents(value: Any) -> dict[str, Any] | None:
     return {"layers": layers}
 
 
-def build_spec(value: Any, role: str, visit: Callable[[str, Any, str], None], top: bool = False) -> dict[str, Any]:
-    """Flatten a call's args, kwargs or outputs to named leaves; return the structure to rebuild them.
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, (torch.Tensor, np.ndarray))
 
-    Leaves are visited as (role, value, kind) with kind "tensor", "json" (a list of more than four plain
-    scalars, kept as one leaf) or "value". A bare tensor output is named `outputs/0`. KV caches are
-    flattened to their tensors (see `cache_contents`), other objects are described.
-    """
-    cache = cache_contents(value)
-    if cache is not None:
-        node = build_spec(cache, role, visit)
-        node["type"] = type(value).__qualname__
-        return node
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        if top:
-            role = f"{role}/0"
-        visit(role, value, "tensor")
-        return {"leaf": role}
-    if isinstance(value, Mapping):
-        node: dict[str, Any] = {"dict": {}}
-        if type(value) is not dict:
-            node["type"] = type(value).__qualname__
-        for name, item in value.items():
-            node["dict"][str(name)] = build_spec(item, f"{role}/{name}", visit)
-        return node
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        node = build_spec(fields, role, visit)
-        node["type"] = type(value).__qualname__
-        return node
-    if isinstance(value, (tuple, list)):
-        if len(value) > 4 and all(_is_scalar_json(v) for v in value):
-            visit(role, list(value), "json")
-            return {"leaf": role}
-        kind = "tuple" if isinstance(value, tuple) else "list"
-        return {kind: [build_spec(item, f"{role}/{i}", visit) for i, item in enumerate(value)]}
-    visit(role, value, "value")
-    return {"leaf": role}
+
+def build_spec(value: Any, role: str, visit: Callable[[str, Any, str], None], top: bool = False) -> dict[str, Any]:
+    """`store.tree.build_spec` for torch structures: tensors are torch or numpy, KV caches are
+    flattened to their tensors (see `cache_contents`), other objects are described."""
+    return tree.build_spec(value, role, visit, top, is_tensor=_is_tensor, expand=cache_contents)
 
 
 def flatten(value: Any, role: str, top: bool = False) -> dict[str, Any]:
     """{role: leaf} of a structure, named exactly as the recorder names them."""
-    out: dict[str, Any] = {}
-    build_spec(value, role, lambda r, v, k: out.__setitem__(r, v), top=top)
-    return out
+    return tree.flatten(value, role, top, is_tensor=_is_tensor, expand=cache_contents)
 
 
 @dataclass

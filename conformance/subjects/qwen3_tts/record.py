@@ -74,8 +74,8 @@ class CheckpointSource:
         if not root.is_dir():
             raise UsageError("checkpoint folder not found", path=root)
         sets = {t: root / t for t in configs.MODEL_TYPES if (root / t / "config.json").exists()}
-        if sets:
-            codec = root / "speech_tokenizer"
+        codec = root / "speech_tokenizer"
+        if sets or (codec / "config.json").exists() and not (root / "config.json").exists():
             return CheckpointSource(sets, codec if (codec / "config.json").exists() else None, str(path))
         config_path = root / "config.json"
         if not config_path.exists():
@@ -209,10 +209,12 @@ def _config_json(folder: Path) -> dict[str, Any]:
     return out
 
 
-def _provenance_path(folder: Path) -> str:
+def _provenance_path(folder: Path, store: Path) -> str:
+    """The checkpoint folder relative to the store's directory when it lies beside it (committed goldens
+    carry their checkpoints), else absolute: a checker finds the weights from the store alone."""
     with contextlib.suppress(ValueError):
-        return str(folder.resolve().relative_to(Path.cwd().resolve()))
-    return str(folder)
+        return str(folder.resolve().relative_to(store.resolve().parent))
+    return str(folder.resolve())
 
 
 @contextlib.contextmanager
@@ -295,7 +297,7 @@ def record(
                 "official_version": official_version(),
                 "torch_version": torch.__version__,
                 "transformers_version": __import__("transformers").__version__,
-                "checkpoint": {name: _provenance_path(folder) for name, folder in folders.items()},
+                "checkpoint": {name: _provenance_path(folder, Path(out)) for name, folder in folders.items()},
                 "weights_sha256": {name: checkpoints.weights_hashes(folder) for name, folder in folders.items()},
                 "config": {name: _config_json(folder) for name, folder in folders.items()},
                 "hooks": list(case.hooks),

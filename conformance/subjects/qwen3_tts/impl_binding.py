@@ -1,0 +1,161 @@
+"""The NumPy implementation (`impl/qwen3_tts`) as a check candidate. No torch here.
+
+Isolated checks need no mapping: the impl's components live at the official module paths, so a golden
+call `talker.model.layers.3.mlp#7` is replayed by looking up `layers.3.mlp` below the impl's talker and
+calling it with the recorded args and kwargs (`key:method` calls the method, `:function` the impl's
+version of a module-level function). Chained checks run a whole case from its recorded inputs through
+the impl's mirror of the official API, with the impl's tap reporting every call to the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...compare.candidate import Candidate, NotCovered, Sink
+from ...errors import StoreError
+from ...store.reader import Case, GoldenStore
+from ...store.schema import CallRecord
+
+CODEC_PREFIX = "speech_tokenizer"
+_NP_DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
+
+
+def checkpoint_folder(store: GoldenStore, case: Case, name: str, override: Path | None = None) -> Path:
+    """Where the weights of a case live: `--checkpoint` if given, else the provenance path (relative to
+    the store's directory for committed goldens)."""
+    if override is not None:
+        folder = override / name if (override / name / "config.json").exists() else override
+        return folder
+    recorded = case.provenance.get("checkpoint", {}).get(name)
+    if recorded is None:
+        raise StoreError(f"case {case.name!r} names no checkpoint for {name}", path=store.path)
+    folder = Path(recorded)
+    if not folder.is_absolute():
+        folder = store.path.parent / folder
+    if not (folder / "config.json").exists():
+        raise StoreError(f"the checkpoint of case {case.name!r} is not at {folder} (pass --checkpoint)",
+                         path=store.path)  # fmt: skip
+    return folder
+
+
+class ImplCandidate(Candidate):
+    name = "impl"
+
+    def __init__(self, dtype: str | None = None, checkpoint: Path | None = None) -> None:
+        self.forced_dtype = dtype
+        self.checkpoint = checkpoint
+        self.roots: dict[str, Any] = {}
+        self.functions: dict[str, Callable[..., Any]] = {}
+        self._loaded: dict[tuple[str, str], Any] = {}
+
+    @property
+    def description(self) -> str:
+        return f"impl (NumPy, {self.dtype or 'golden dtype'})"
+
+    # -- loading --------------------------------------------------------------------------------------
+    def prepare(self, store: GoldenStore, case: Case) -> None:
+        self.dtype = self.forced_dtype or case.dtype or "float32"
+        dtype = _NP_DTYPES[self.dtype]
+        model = case.provenance.get("model", "codec")
+        self.roots = {}
+        codec_mod = importlib.import_module("impl.qwen3_tts.codec")
+        if model == "codec":
+            folder = checkpoint_folder(store, case, "speech_tokenizer", self.checkpoint)
+            self.roots[CODEC_PREFIX] = self._load(("codec", str(folder), self.dtype), lambda: codec_mod.load_codec(folder, dtype))
+        else:
+            tts_mod = importlib.import_module("impl.qwen3_tts.tts")
+            folder = checkpoint_folder(store, case, model, self.checkpoint)
+            tts = self._load(("tts", str(folder), self.dtype), lambda: tts_mod.load_tts(folder, dtype))
+            self.roots[""] = tts
+            self.roots[CODEC_PREFIX] = tts.speech_tokenizer
+            self.functions = dict(getattr(tts_mod, "FUNCTIONS", {}))
+
+    def _load(self, key: tuple[str, str, str], build: Callable[[], Any]) -> Any:
+        if key not in self._loaded:
+            self._loaded[key] = build()
+        return self._loaded[key]
+
+    # -- isolated -------------------------------------------------------------------------------------
+    def _resolve(self, key: str) -> Callable[..., Any] | None:
+        if key.startswith(":") and key in self.functions:
+            return self.functions[key]
+        path, _, method = key.partition(":")
+        path = "" if path == "(root)" else path
+        for prefix, root in self.roots.items():
+            if prefix and not (path == prefix or path.startswith(prefix + ".")):
+                continue
+            rest = path[len(prefix) + 1 :] if prefix and path != prefix else ("" if prefix else path)
+            try:
+                module = root.get(rest)
+            except (AttributeError, IndexError, TypeError):
+                continue
+            if not method:
+                return module
+            target = getattr(module, method, None)
+            return target if callable(target) else None
+        return None
+
+    def covers(self, call: CallRecord) -> bool:
+        return self._resolve(call.key) is not None
+
+    def run_isolated(self, case: Case, call: CallRecord, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        target = self._resolve(call.key)
+        if target is None:
+            raise NotCovered(call.key)
+        return target(*args, **kwargs)
+
+    # -- chained --------------------------------------------------------------------------------------
+    def can_chain(self, case: Case) -> bool:
+        return case.provenance.get("family") in RUNNERS
+
+    def run_chained(self, case: Case, sink: Sink) -> None:
+        from impl.qwen3_tts import nn
+
+        runner = RUNNERS.get(case.provenance.get("family", ""))
+        if runner is None:
+            raise NotCovered(case.name)
+        with nn.tapping(sink):
+            runner(self, case)
+
+
+def _run_codec_decode(candidate: ImplCandidate, case: Case) -> None:
+    from impl.qwen3_tts import codec
+
+    tokenizer = candidate.roots[CODEC_PREFIX]
+    codes = case.input("codes")
+    if "chunk_size" in case.input_names():
+        tokenizer.decoder.chunked_decode(np.swapaxes(codes, 1, 2), chunk_size=int(case.input("chunk_size")),
+                                         left_context_size=int(case.input("left_context_size")))  # fmt: skip
+    else:
+        codec.decode_codes(tokenizer, codes[0])
+
+
+def _run_codec_encode(candidate: ImplCandidate, case: Case) -> None:
+    from impl.qwen3_tts import codec
+
+    codec.encode_waveform(candidate.roots[CODEC_PREFIX], case.input("waveform"), 24000)
+
+
+def _run_speaker_encoder(candidate: ImplCandidate, case: Case) -> None:
+    candidate.roots[""].extract_speaker_embedding(case.input("waveform"), 24000)
+
+
+def _run_generation(candidate: ImplCandidate, case: Case) -> None:
+    from impl.qwen3_tts import pipeline
+
+    inputs = {name: case.input(name) for name in case.input_names()}
+    pipeline.run_case(candidate.roots[""], case.provenance.get("model", ""), inputs)
+
+
+RUNNERS: dict[str, Callable[[ImplCandidate, Case], None]] = {
+    "codec_decode": _run_codec_decode,
+    "codec_encode": _run_codec_encode,
+    "speaker_encoder": _run_speaker_encoder,
+    "generation": _run_generation,
+    "end_to_end": _run_generation,
+}

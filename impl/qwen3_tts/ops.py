@@ -1,0 +1,206 @@
+"""Tensor operations, written out in NumPy. Every function keeps its input's dtype (float32 in,
+float32 out; float64 in, float64 out), so the implementation runs at the precision it is given.
+
+Layouts follow the official code: activations are (batch, channels, time) for convolutions and
+(batch, time, features) for linear layers and attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    # y = x W^T + b
+    y = x @ weight.T
+    return y + bias if bias is not None else y
+
+
+def embedding(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return table[np.asarray(ids, dtype=np.int64)]
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    # x * sigmoid(x), written as x / (1 + exp(-x)) (what torch computes)
+    return x / (1 + np.exp(-x))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    # x for x > 0, alpha * (exp(x) - 1) otherwise
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+# erf by W. J. Cody's rational approximations (Math. Comp. 1969), accurate to double precision.
+_ERF_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02, 3.20937758913846947e03,
+          1.85777706184603153e-1)  # fmt: skip
+_ERF_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03, 2.84423683343917062e03)
+_ERF_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01, 2.98635138197400131e02,
+          8.81952221241769090e02, 1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03,
+          2.15311535474403846e-8)  # fmt: skip
+_ERF_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02, 1.62138957456669019e03,
+          3.29079923573345963e03, 4.36261909014324716e03, 3.43936767414372164e03, 1.23033935480374942e03)  # fmt: skip
+_ERF_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1, 1.60837851487422766e-2,
+          6.58749161529837803e-4, 1.63153871373020978e-2)  # fmt: skip
+_ERF_Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1, 6.05183413124413191e-2,
+          2.33520497626869185e-3)  # fmt: skip
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, computed in float64 and returned in x's dtype."""
+    x64 = np.asarray(x, dtype=np.float64)
+    y = np.abs(x64)
+    out = np.empty_like(y)
+    small = y <= 0.46875
+    mid = (y > 0.46875) & (y <= 4.0)
+    large = y > 4.0
+    if small.any():
+        ys = y[small]
+        z = ys * ys
+        num = (((_ERF_A[4] * z + _ERF_A[0]) * z + _ERF_A[1]) * z + _ERF_A[2]) * z + _ERF_A[3]
+        den = (((z + _ERF_B[0]) * z + _ERF_B[1]) * z + _ERF_B[2]) * z + _ERF_B[3]
+        out[small] = ys * num / den
+    if mid.any():
+        ym = y[mid]
+        num = _ERF_C[8] * ym
+        den = ym
+        for i in range(7):
+            num = (num + _ERF_C[i]) * ym
+            den = (den + _ERF_D[i]) * ym
+        erfc = (num + _ERF_C[7]) / (den + _ERF_D[7])
+        z = np.trunc(ym * 16) / 16
+        erfc *= np.exp(-z * z) * np.exp(-(ym - z) * (ym + z))
+        out[mid] = 1 - erfc
+    if large.any():
+        yl = y[large]
+        z = 1 / (yl * yl)
+        num = _ERF_P[5] * z
+        den = z
+        for i in range(4):
+            num = (num + _ERF_P[i]) * z
+            den = (den + _ERF_Q[i]) * z
+        r = z * (num + _ERF_P[4]) / (den + _ERF_Q[4])
+        r = (1 / math.sqrt(math.pi) - r) / yl
+        zt = np.trunc(yl * 16) / 16
+        erfc = np.exp(-zt * zt) * np.exp(-(yl - zt) * (yl + zt)) * r
+        out[large] = 1 - erfc
+    out = np.where(x64 < 0, -out, out)
+    return out.astype(np.asarray(x).dtype)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    # exact GELU, as torch.nn.GELU(): 0.5 x (1 + erf(x / sqrt(2)))
+    return (0.5 * x * (1 + erf(x * np.asarray(1 / math.sqrt(2), dtype=x.dtype)))).astype(x.dtype)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    # w * x / sqrt(mean(x^2) + eps)
+    variance = np.mean(x * x, axis=-1, keepdims=True)
+    return weight * (x / np.sqrt(variance + np.asarray(eps, dtype=x.dtype)))
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    # (x - mean) / sqrt(var + eps) * w + b, biased variance over the last axis
+    mean = np.mean(x, axis=-1, keepdims=True)
+    centered = x - mean
+    variance = np.mean(centered * centered, axis=-1, keepdims=True)
+    return centered / np.sqrt(variance + np.asarray(eps, dtype=x.dtype)) * weight + bias
+
+
+def conv1d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+) -> np.ndarray:
+    """Valid (unpadded) 1-D convolution. x: (B, C_in, L); weight: (C_out, C_in / groups, K)."""
+    batch, c_in, length = x.shape
+    c_out, c_group, kernel = weight.shape
+    span = dilation * (kernel - 1) + 1
+    l_out = (length - span) // stride + 1
+    if l_out <= 0:
+        raise ValueError(f"input length {length} is shorter than the kernel span {span}")
+    out_per_group = c_out // groups
+    y = np.zeros((batch, c_out, l_out), dtype=np.result_type(x, weight))
+    for g in range(groups):
+        xg = x[:, g * c_group : (g + 1) * c_group]
+        wg = weight[g * out_per_group : (g + 1) * out_per_group]
+        for k in range(kernel):
+            start = k * dilation
+            tap = xg[:, :, start : start + stride * (l_out - 1) + 1 : stride]  # (B, c_group, l_out)
+            y[:, g * out_per_group : (g + 1) * out_per_group] += np.einsum("oc,bcl->bol", wg[:, :, k], tap)
+    if bias is not None:
+        y += bias[None, :, None]
+    return y
+
+
+def conv_transpose1d(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, groups: int = 1
+) -> np.ndarray:
+    """1-D transposed convolution, no padding: output length (L - 1) * stride + K.
+    x: (B, C_in, L); weight: (C_in, C_out / groups, K)."""
+    batch, c_in, length = x.shape
+    _, c_group_out, kernel = weight.shape
+    c_group_in = c_in // groups
+    c_out = c_group_out * groups
+    l_out = (length - 1) * stride + kernel
+    y = np.zeros((batch, c_out, l_out), dtype=np.result_type(x, weight))
+    for g in range(groups):
+        xg = x[:, g * c_group_in : (g + 1) * c_group_in]
+        wg = weight[g * c_group_in : (g + 1) * c_group_in]
+        for k in range(kernel):
+            # input position i contributes to output position i * stride + k
+            y[:, g * c_group_out : (g + 1) * c_group_out, k : k + stride * (length - 1) + 1 : stride] += np.einsum(
+                "co,bcl->bol", wg[:, :, k], xg
+            )
+    if bias is not None:
+        y += bias[None, :, None]
+    return y
+
+
+def rotate_half(x: np.ndarray) -> np.ndarray:
+    half = x.shape[-1] // 2
+    return np.concatenate((-x[..., half:], x[..., :half]), axis=-1)
+
+
+def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    # x * cos + rotate_half(x) * sin, cos/sin broadcast over heads
+    return x * cos + rotate_half(x) * sin
+
+
+def repeat_kv(x: np.ndarray, n_rep: int) -> np.ndarray:
+    """(B, H_kv, L, D) -> (B, H_kv * n_rep, L, D), each kv head repeated for its query heads."""
+    return x if n_rep == 1 else np.repeat(x, n_rep, axis=1)
+
+
+def attention(
+    query: np.ndarray, key: np.ndarray, value: np.ndarray, mask: np.ndarray | None, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled dot-product attention. query (B, H, Lq, D), key/value (B, H_kv, Lk, D); mask is additive,
+    broadcast to (B, H, Lq, Lk). Returns (output (B, Lq, H, D), weights (B, H, Lq, Lk)), as the official
+    eager attention does."""
+    n_rep = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    scores = (query @ np.swapaxes(key, -1, -2)) * np.asarray(scale, dtype=query.dtype)
+    if mask is not None:
+        scores = scores + mask[..., : key.shape[-2]]
+    weights = softmax(scores, axis=-1)
+    output = np.swapaxes(weights @ value, 1, 2)
+    return np.ascontiguousarray(output), weights
