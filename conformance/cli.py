@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_record(sub)
     _add_inspect(sub)
     _add_list_cases(sub)
+    from .compare import cli as compare_cli
+
+    compare_cli.add_commands(sub)
     return parser
 
 

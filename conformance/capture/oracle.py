@@ -92,8 +92,8 @@ class IsolatedOracle:
         return upcast(args, self.dtype), upcast(dict(kwargs), self.dtype)
 
     def _target(self, key: str) -> Callable[..., Any] | None:
-        if key.startswith(":"):
-            return self.functions.get(key)
+        if key in self.functions:
+            return self.functions[key]
         path, _, method = key.partition(":")
         module = self._resolve(path)
         if module is None:

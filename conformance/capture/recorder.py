@@ -154,41 +154,37 @@ class _Frame:
     snapshot: Any = None
 
 
-class Recorder(AbstractContextManager["Recorder"]):
-    """Records every call of the hooked modules of `roots` into one case of a golden store.
+class Hooks(AbstractContextManager[Any]):
+    """Forward pre/post hooks on every module of `roots` (matching `include`), and wrappers around the
+    listed methods and functions, calling `_begin` before and `_end` after each call.
 
     roots: {path prefix: module}; a prefix "" keeps the module's own `named_modules()` paths.
-    include: glob patterns over module keys; None records everything.
-    methods / functions: non-forward callables to wrap.
-    oracle: an object with `wants(key)`, `snapshot(key, args, kwargs)` and `measure(key, snapshot,
-        outputs) -> [(role, status, metrics)]`, called around each call (see capture/oracle.py).
+    include: glob patterns over module keys; None hooks everything.
     """
 
     def __init__(
         self,
-        case: CaseWriter,
         roots: Mapping[str, torch.nn.Module],
         *,
         include: Sequence[str] | None = None,
         methods: Iterable[MethodSpec] = (),
         functions: Iterable[FunctionSpec] = (),
-        oracle: Any = None,
-        on_call: Callable[[str], None] | None = None,
     ) -> None:
-        self.case = case
         self.roots = dict(roots)
         self.include = list(include) if include else None
         self.methods = list(methods)
         self.functions = list(functions)
-        self.oracle = oracle
-        self.on_call = on_call
         self._handles: list[Any] = []
         self._wrapped: list[tuple[Any, str, Any, bool]] = []
-        self._stacks: dict[int, list[_Frame]] = {}
-        self._known: dict[int, tuple[weakref.ref[Any], LeafRecord, int | None]] = {}
         self._keys: dict[int, tuple[str, str]] = {}
-        self.calls_recorded = 0
         self.suspended = False
+
+    def _begin(self, token: int, key: str, path: str, method: str, class_name: str,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:  # fmt: skip
+        raise NotImplementedError
+
+    def _end(self, token: int, output: Any) -> None:
+        raise NotImplementedError
 
     # -- naming ----------------------------------------------------------------------------------------
     @staticmethod
@@ -207,7 +203,7 @@ class Recorder(AbstractContextManager["Recorder"]):
         return out
 
     # -- install / remove ------------------------------------------------------------------------------
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Any:
         for key, module in self.module_keys().items():
             if id(module) in self._keys or not self.wanted(key):
                 continue
@@ -283,6 +279,38 @@ class Recorder(AbstractContextManager["Recorder"]):
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
         wrapper._conformance_wrapper = True  # type: ignore[attr-defined]
         return wrapper
+
+
+
+class Recorder(Hooks):
+    """Records every call of the hooked modules of `roots` into one case of a golden store.
+
+    oracle: an object with `wants(key)`, `snapshot(key, args, kwargs)` and `measure(key, snapshot,
+        outputs) -> [(role, status, metrics)]`, called around each call (see capture/oracle.py).
+    """
+
+    def __init__(
+        self,
+        case: CaseWriter,
+        roots: Mapping[str, torch.nn.Module],
+        *,
+        include: Sequence[str] | None = None,
+        methods: Iterable[MethodSpec] = (),
+        functions: Iterable[FunctionSpec] = (),
+        oracle: Any = None,
+        on_call: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(roots, include=include, methods=methods, functions=functions)
+        self.case = case
+        self.oracle = oracle
+        self.on_call = on_call
+        self._stacks: dict[int, list[_Frame]] = {}
+        self._known: dict[int, tuple[weakref.ref[Any], LeafRecord, int | None]] = {}
+        self.calls_recorded = 0
+
+    def __enter__(self) -> Recorder:
+        super().__enter__()
+        return self
 
     def _begin(self, token: int, key: str, path: str, method: str, class_name: str,
                args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:  # fmt: skip
@@ -369,3 +397,42 @@ class Recorder(AbstractContextManager["Recorder"]):
         except TypeError:
             return
         self._known[id(value)] = (ref, record, _version(value) if isinstance(value, torch.Tensor) else None)
+
+
+def to_numpy_tree(value: Any) -> Any:
+    """A structure with torch tensors as numpy arrays (bfloat16 widened exactly to float32), KV caches as
+    their layer dicts and model outputs as plain dicts: what a numpy-only checker can compare."""
+    cache = cache_contents(value)
+    if cache is not None:
+        return to_numpy_tree(cache)
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu()
+        return t.float().numpy() if t.dtype == torch.bfloat16 else t.resolve_conj().numpy()
+    if isinstance(value, Mapping):
+        return {k: to_numpy_tree(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(to_numpy_tree(v) for v in value)
+    if isinstance(value, list):
+        return [to_numpy_tree(v) for v in value]
+    return value
+
+
+class TorchTap(Hooks):
+    """Reports every call of a torch model to a checker's sink as numpy structures, as it happens:
+    `sink(key, "call", args, kwargs, None)` before and `sink(key, "return", args, kwargs, outputs)` after.
+    Nothing is stored; the official model becomes a chained candidate like any other."""
+
+    def __init__(self, roots: Mapping[str, torch.nn.Module], sink: Callable[[str, str, tuple, dict, Any], None],
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(roots, **kwargs)
+        self.sink = sink
+        self._stacks: dict[int, list[str]] = {}
+
+    def _begin(self, token: int, key: str, path: str, method: str, class_name: str,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:  # fmt: skip
+        self._stacks.setdefault(token, []).append(key)
+        self.sink(key, "call", to_numpy_tree(tuple(args)), to_numpy_tree(dict(kwargs)), None)
+
+    def _end(self, token: int, output: Any) -> None:
+        key = self._stacks[token].pop()
+        self.sink(key, "return", (), {}, to_numpy_tree(output))

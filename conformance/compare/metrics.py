@@ -1,12 +1,15 @@
 """Per-tensor error metrics, vectorised and streamed chunk by chunk (numpy only).
 
-All sums are accumulated in float64. For two nearly identical tensors 1 - cos(r, c) is about rel_l2**2/2,
-far below float32 resolution, so a cosine built from float32 dot products is wrong; we never form the
-cosine from its parts but compute the cosine distance from the error norm:
+Sums are folded into float64 accumulators. For two nearly identical tensors 1 - cos(r, c) is about
+rel_l2**2/2, far below float32 resolution, so a cosine built as r.c / (|r| |c|) from dot products is
+wrong even in float64. We never form it from its parts: with d = c - r (exact for nearby float32 values,
+Sterbenz), only |d|^2, d.r and |r|^2 are summed, and
 
-    1 - cos = (|d|^2 - (|c| - |r|)^2) / (2 |r| |c|),   d = c - r
+    1 - cos = (|d|^2 - (|c| - |r|)^2) / (2 |r| |c|),   |c| - |r| = (2 d.r + |d|^2) / (|c| + |r|)
 
-which stays accurate when the two tensors agree to the last bit.
+involves no difference of large numbers, so it stays accurate when the tensors agree to the last bit.
+Within a chunk, sums of float32 data are taken in float32 (BLAS), accurate to ~1e-6 relative, which no
+metric here amplifies; across chunks they are accumulated in float64.
 
 NaN and Inf are compared by position: a NaN (or an Inf of a given sign) where the reference has none is
 a mismatch, reported with its index; positions where both hold the same non-finite value agree and are
@@ -21,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-CHUNK_ELEMENTS = 1 << 16
+CHUNK_ELEMENTS = 1 << 18
+_TINY = {"float16": float(np.finfo(np.float16).tiny), "bfloat16": float(np.finfo(np.float32).tiny),
+         "float32": float(np.finfo(np.float32).tiny), "float64": float(np.finfo(np.float64).tiny)}  # fmt: skip
 
 
 def _ulp(reference: np.ndarray, dtype: str) -> np.ndarray:
@@ -30,7 +35,8 @@ def _ulp(reference: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "bfloat16":
         return np.spacing(magnitude.astype(np.float32)).astype(np.float64) * 65536.0
     if dtype in ("float16", "float32", "float64"):
-        return np.spacing(magnitude.astype(dtype)).astype(np.float64)
+        with np.errstate(over="ignore"):
+            return np.spacing(magnitude.astype(dtype)).astype(np.float64)
     return np.ones_like(magnitude, dtype=np.float64)
 
 
@@ -89,7 +95,7 @@ class MetricAccumulator:
     _sum_abs: float = 0.0
     _sum_d2: float = 0.0
     _sum_r2: float = 0.0
-    _sum_c2: float = 0.0
+    _sum_dr: float = 0.0
     _max_abs: float = 0.0
     _worst: int = -1
     _max_rel: float = 0.0
@@ -102,10 +108,11 @@ class MetricAccumulator:
     _min_atol: float = 0.0
     _min_rtol: float = 0.0
     _integer_mismatch: int = 0
-    _exact: bool = True
     is_integer: bool = field(default=False)
+    _scratch: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """Fold one chunk (flat, same length) into the running metrics."""
         r = np.asarray(reference).ravel()
         c = np.asarray(candidate).ravel()
         if r.size != c.size:
@@ -114,83 +121,151 @@ class MetricAccumulator:
         self._offset += r.size
         if r.size == 0:
             return
-        if self._exact and not np.array_equal(r, c, equal_nan=r.dtype.kind == "f" and c.dtype.kind == "f"):
-            self._exact = False
-        if self.is_integer or r.dtype.kind in "biu" and c.dtype.kind in "biu":
-            diff = r != c
-            count = int(diff.sum())
-            if count:
-                self._integer_mismatch += count
-                if self._first_outside < 0:
-                    self._first_outside = offset + int(np.argmax(diff))
-                self._n_outside += count
-        r64 = r.astype(np.float64, copy=False)
-        c64 = c.astype(np.float64, copy=False)
-        finite_r = np.isfinite(r64)
-        finite_c = np.isfinite(c64)
-        both_finite = finite_r & finite_c
-        if not both_finite.all():
-            # Non-finite positions agree only if both hold the same value (NaN-NaN, +Inf/+Inf).
-            same = (np.isnan(r64) & np.isnan(c64)) | (~finite_r & ~finite_c & (r64 == c64))
-            bad = ~both_finite & ~same
-            n_bad = int(bad.sum())
-            if n_bad:
-                self._nonfinite_mismatch += n_bad
-                self._n_outside += n_bad
-                first = offset + int(np.argmax(bad))
-                if self._first_nonfinite < 0:
-                    self._first_nonfinite = first
-                if self._first_outside < 0:
-                    self._first_outside = first
-            r64 = r64[both_finite]
-            c64 = c64[both_finite]
-            index_map = np.flatnonzero(both_finite)
+        if self.is_integer or (r.dtype.kind in "biu" and c.dtype.kind in "biu"):
+            self.is_integer = True
+            self._update_integer(r, c, offset)
+            r, c = r.astype(np.float64), c.astype(np.float64)
         else:
-            index_map = None
-        if r64.size == 0:
-            return
-        self._numel += r64.size
-        d = c64 - r64
-        ad = np.abs(d)
-        ar = np.abs(r64)
-        self._sum_abs += float(ad.sum())
-        self._sum_d2 += float(np.dot(d, d))
-        self._sum_r2 += float(np.dot(r64, r64))
-        self._sum_c2 += float(np.dot(c64, c64))
+            # Work in the wider of the two float types (float32 pairs stay float32: c - r of nearby float32
+            # values is exact by Sterbenz's lemma, and every sum below is folded into float64).
+            work = np.result_type(r.dtype, c.dtype, np.float32)
+            r, c = r.astype(work, copy=False), c.astype(work, copy=False)
+        buf = self._buffers(r.dtype, r.size)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = np.subtract(c, r, out=buf["d"])
+            sum_dd, sum_rr, sum_dr = _dots(d, r)
+        index_map = None
+        if not math.isfinite(sum_dd + sum_rr + sum_dr):
+            if not (np.isfinite(r).all() and np.isfinite(c).all()):
+                keep = self._nonfinite(r, c, offset)
+                if keep is None:
+                    return
+                index_map = np.flatnonzero(keep)
+                r, c = r[keep], c[keep]
+                buf = self._buffers(r.dtype, r.size, fresh=True)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    d = np.subtract(c, r, out=buf["d"])
+                    sum_dd, sum_rr, sum_dr = _dots(d, r)
+            if not math.isfinite(sum_dd + sum_rr + sum_dr):  # finite values whose squares overflow (masks)
+                d64, r64 = d.astype(np.float64), r.astype(np.float64)
+                sum_dd, sum_rr, sum_dr = _dots(d64, r64)
+        self._numel += r.size
+        self._sum_d2 += sum_dd
+        self._sum_r2 += sum_rr
+        self._sum_dr += sum_dr
+        ad = np.abs(d, out=buf["ad"])
+        ar = np.abs(r, out=buf["ar"])
         i = int(np.argmax(ad))
         if ad[i] > self._max_abs or self._worst < 0:
             self._max_abs = float(ad[i])
             self._worst = offset + (int(index_map[i]) if index_map is not None else i)
+        self._sum_abs += float(ad.sum(dtype=np.float64))
         self._ref_max_abs = max(self._ref_max_abs, float(ar.max()))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(ad == 0, 0.0, ad / ar)
-            self._max_rel = max(self._max_rel, float(rel.max()))
-            ulps = np.where(ad == 0, 0.0, ad / _ulp(r64, self.dtype))
-            self._max_ulp = max(self._max_ulp, float(ulps.max()))
+        if ad[i] == 0:
+            return  # this chunk is identical: it adds nothing to the ratio metrics
+        tmp, mask = buf["tmp"], buf["mask"]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            # allclose: |d| <= atol + rtol |r|; the smallest passing atol is max(|d| - rtol |r|)
+            np.multiply(ar, np.asarray(self.rtol, dtype=ar.dtype), out=tmp)
+            np.subtract(ad, tmp, out=tmp)
+            self._min_atol = max(self._min_atol, float(tmp.max()))
             if not self.is_integer:
-                outside = ad > self.atol + self.rtol * ar
-                n = int(outside.sum())
+                np.greater(tmp, self.atol, out=mask)
+                n = int(np.count_nonzero(mask))
                 if n:
                     self._n_outside += n
                     if self._first_outside < 0:
-                        j = int(np.argmax(outside))
+                        j = int(np.argmax(mask))
                         self._first_outside = offset + (int(index_map[j]) if index_map is not None else j)
-                self._min_atol = max(self._min_atol, float((ad - self.rtol * ar).max()))
-                need = np.where(ad <= self.atol, 0.0, (ad - self.atol) / ar)
-                self._min_rtol = max(self._min_rtol, float(need.max()))
+            rel = np.divide(ad, ar, out=tmp)
+            np.equal(ad, 0, out=mask)
+            rel[mask] = 0
+            chunk_max_rel = float(rel.max())
+            self._max_rel = max(self._max_rel, chunk_max_rel)
+            # Exact ULP distances only where they can be the maximum: for normal numbers ulp(r) lies within
+            # a factor of two of |r| * 2**-mantissa_bits, so elements with rel < max_rel / 2 cannot hold
+            # the worst ULP; zero and subnormal references (where that bound fails) are always included.
+            if chunk_max_rel > 0:
+                bound = chunk_max_rel
+                if not math.isfinite(bound):  # zero references: screen on the largest finite ratio
+                    finite = rel[np.isfinite(rel)]
+                    bound = float(finite.max()) if finite.size else math.inf
+                np.greater_equal(rel, bound / 2, out=mask)
+                tiny = _TINY.get(self.dtype, np.finfo(np.float32).tiny)
+                mask |= (ar < tiny) & (ad > 0)
+                screen = np.flatnonzero(mask)
+                ulps = ad[screen] / _ulp(r[screen], self.dtype)
+                self._max_ulp = max(self._max_ulp, float(ulps.max()))
+            if self.atol > 0:
+                np.greater(ad, self.atol, out=mask)
+                over = np.flatnonzero(mask)
+                if over.size:
+                    self._min_rtol = max(self._min_rtol, float(((ad[over] - self.atol) / ar[over]).max()))
+            else:
+                self._min_rtol = max(self._min_rtol, chunk_max_rel)
+
+    def _buffers(self, dtype: np.dtype, size: int, fresh: bool = False) -> dict[str, np.ndarray]:
+        """Work arrays reused from chunk to chunk: allocating fresh temporaries per chunk costs more than
+        the arithmetic (large allocations are fresh pages from the kernel every time)."""
+        cached = None if fresh else self._scratch.get(dtype.str)
+        if cached is None or cached["d"].size < size:
+            cached = {name: np.empty(size, dtype=dtype) for name in ("d", "ad", "ar", "tmp")}
+            cached["mask"] = np.empty(size, dtype=bool)
+            if not fresh:
+                self._scratch[dtype.str] = cached
+        if cached["d"].size == size:
+            return cached
+        return {name: array[:size] for name, array in cached.items()}
+
+    def _update_integer(self, r: np.ndarray, c: np.ndarray, offset: int) -> None:
+        diff = r != c
+        count = int(np.count_nonzero(diff))
+        if count:
+            self._integer_mismatch += count
+            self._n_outside += count
+            if self._first_outside < 0:
+                self._first_outside = offset + int(np.argmax(diff))
+
+    def _nonfinite(self, r: np.ndarray, c: np.ndarray, offset: int) -> np.ndarray | None:
+        """Compare NaN/Inf positions; return the mask of positions where both values are finite."""
+        finite_r, finite_c = np.isfinite(r), np.isfinite(c)
+        both = finite_r & finite_c
+        # Non-finite positions agree only when both hold the same value (NaN and NaN, +Inf and +Inf).
+        same = (np.isnan(r) & np.isnan(c)) | (~finite_r & ~finite_c & (r == c))
+        bad = ~both & ~same
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            self._nonfinite_mismatch += n_bad
+            self._n_outside += n_bad
+            first = offset + int(np.argmax(bad))
+            if self._first_nonfinite < 0:
+                self._first_nonfinite = first
+            if self._first_outside < 0:
+                self._first_outside = first
+        return both if both.any() else None
 
     def result(self) -> Metrics:
         total = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
         n = self._numel
-        r_norm, c_norm, d_norm = math.sqrt(self._sum_r2), math.sqrt(self._sum_c2), math.sqrt(self._sum_d2)
-        if d_norm == 0:
+        # |c|^2 = |r|^2 + 2 d.r + |d|^2, and |c| - |r| = (2 d.r + |d|^2) / (|c| + |r|): no cancellation.
+        sum_c2 = self._sum_r2 + 2 * self._sum_dr + self._sum_d2
+        r_norm, c_norm, d_norm = (math.sqrt(v) if v == v and v >= 0 else math.inf
+                                  for v in (self._sum_r2, max(sum_c2, 0.0), self._sum_d2))  # fmt: skip
+        if not all(math.isfinite(v) for v in (r_norm, c_norm, d_norm)):
+            rel_l2 = math.inf if d_norm else 0.0
+            cos_dist, snr = (1.0, -math.inf) if d_norm else (0.0, math.inf)
+        elif d_norm == 0:
             rel_l2, cos_dist, snr = 0.0, 0.0, math.inf
         elif r_norm == 0:
             rel_l2, cos_dist, snr = math.inf, 1.0, -math.inf
         else:
             rel_l2 = d_norm / r_norm
             snr = 20.0 * math.log10(r_norm / d_norm)
-            cos_dist = 1.0 if c_norm == 0 else max(0.0, (self._sum_d2 - (c_norm - r_norm) ** 2) / (2 * r_norm * c_norm))
+            if c_norm == 0:
+                cos_dist = 1.0
+            else:
+                norm_gap = (2 * self._sum_dr + self._sum_d2) / (c_norm + r_norm)
+                cos_dist = max(0.0, (self._sum_d2 - norm_gap**2) / (2 * r_norm * c_norm))
         unravel = _unravel(self.shape)
         return Metrics(
             numel=total,
@@ -212,8 +287,12 @@ class MetricAccumulator:
             min_atol=max(0.0, self._min_atol),
             min_rtol=max(0.0, self._min_rtol),
             integer_mismatch=self._integer_mismatch,
-            exact=self._exact,
+            exact=self._max_abs == 0 and self._nonfinite_mismatch == 0 and self._integer_mismatch == 0,
         )
+
+
+def _dots(d: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
+    return float(np.dot(d, d)), float(np.dot(r, r)), float(np.dot(d, r))
 
 
 def _unravel(shape: tuple[int, ...]):  # type: ignore[no-untyped-def]

@@ -141,11 +141,18 @@ class Case:
     def call_records(self, key: str) -> list[CallRecord]:
         return [c for c in self._calls if c.key == key]
 
+    @cached_property
+    def _call_index(self) -> dict[tuple[str, int], CallRecord]:
+        return {(c.key, c.call): c for c in self._calls}
+
     def get_call(self, key: str, call: int) -> CallRecord:
-        for c in self._calls:
-            if c.key == key and c.call == call:
-                return c
-        raise StoreError(f"no call {key}#{call} in case {self.name!r}", path=self.store.path)
+        record = self._call_index.get((key, call))
+        if record is None:
+            raise StoreError(f"no call {key}#{call} in case {self.name!r}", path=self.store.path)
+        return record
+
+    def has_call(self, key: str, call: int) -> bool:
+        return (key, call) in self._call_index
 
     def leaves(self, key: str | None = None, call: int | None = None) -> list[LeafRecord]:
         if key is not None and call is not None:
@@ -243,7 +250,12 @@ class Case:
             return float(decoded)
         return ObjectValue(leaf.kind, decoded)
 
-    def call_io(self, key: str, call: int) -> tuple[list[Any], dict[str, Any], Any]:
+    def call_inputs(self, key: str, call: int) -> tuple[list[Any], dict[str, Any]]:
+        """Rebuild (args, kwargs) of one call without reading its outputs."""
+        args, kwargs, _ = self.call_io(key, call, outputs=False)
+        return args, kwargs
+
+    def call_io(self, key: str, call: int, outputs: bool = True) -> tuple[list[Any], dict[str, Any], Any]:
         """Rebuild (args, kwargs, outputs) of one call with the structure the official code used."""
         record = self.get_call(key, call)
         spec = record.decoded_spec()
@@ -265,8 +277,8 @@ class Case:
 
         args = build(spec.get("args", {"tuple": []}))
         kwargs = build(spec.get("kwargs", {"dict": {}}))
-        outputs = build(spec["outputs"]) if "outputs" in spec else None
-        return list(args), dict(kwargs), outputs
+        result = build(spec["outputs"]) if outputs and "outputs" in spec else None
+        return list(args), dict(kwargs), result
 
     def tensor_leaves(self, roots: tuple[str, ...] = ("outputs",), order: str = "completion") -> Iterator[LeafRecord]:
         """Tensor leaves of every call, in execution order (completion order by default)."""

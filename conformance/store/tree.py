@@ -47,7 +47,8 @@ def build_spec(
             if at_top:
                 path = f"{path}/0"
             visit(path, item, "tensor")
-            return {"leaf": path}
+            # Record numpy arrays as such: the official code takes some inputs as numpy (audio), most as torch.
+            return {"leaf": path, "numpy": True} if isinstance(item, np.ndarray) else {"leaf": path}
         if isinstance(item, Mapping):
             node: dict[str, Any] = {"dict": {}}
             if type(item) is not dict:
@@ -77,3 +78,21 @@ def flatten(value: Any, role: str, top: bool = False, **kwargs: Any) -> dict[str
     out: dict[str, Any] = {}
     build_spec(value, role, lambda r, v, k: out.__setitem__(r, v), top=top, **kwargs)
     return out
+
+
+def numpy_roles(spec: dict[str, Any]) -> set[str]:
+    """Roles of leaves that were numpy arrays (not torch tensors) when recorded."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("numpy") and "leaf" in node:
+                found.add(node["leaf"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return found

@@ -29,7 +29,7 @@ class CaseSpec:
     description: str
     model: str  # "codec" or a TTS model type
     hooks: tuple[str, ...]  # roots to hook: "tts" and/or "codec"
-    run: Callable[[Any, "CaseIO"], None]
+    run: Callable[[Any, CaseIO], None]
     params: dict[str, Any] = field(default_factory=dict)
 
 

@@ -64,10 +64,9 @@ def import_official() -> types.SimpleNamespace:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     stubbed = install_torchaudio_stub()
     try:
-        import transformers
-
         # sox (imported by the 25 Hz tokenizer) prints a warning when the sox binary is absent: harmless.
-        import qwen_tts  # noqa: F401
+        import qwen_tts
+        import transformers
         from qwen_tts.core.models import configuration_qwen3_tts as tts_config
         from qwen_tts.core.models import modeling_qwen3_tts as tts_modeling
         from qwen_tts.core.models import processing_qwen3_tts as tts_processing

@@ -75,7 +75,7 @@ class CheckpointSource:
             raise UsageError("checkpoint folder not found", path=root)
         sets = {t: root / t for t in configs.MODEL_TYPES if (root / t / "config.json").exists()}
         codec = root / "speech_tokenizer"
-        if sets or (codec / "config.json").exists() and not (root / "config.json").exists():
+        if sets or ((codec / "config.json").exists() and not (root / "config.json").exists()):
             return CheckpointSource(sets, codec if (codec / "config.json").exists() else None, str(path))
         config_path = root / "config.json"
         if not config_path.exists():

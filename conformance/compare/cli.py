@@ -1,0 +1,236 @@
+"""`conformance check` and `conformance report`: thin argument handling around the engine and writers."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+DEFAULT_POLICY_FILES = ("conformance-policy.toml", "pyproject.toml")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "check",
+        help="compare a candidate (the NumPy impl, the official model, a port's dump) with a golden store",
+        description=(
+            "Check a candidate against a golden store, module by module. isolated: each module runs on its "
+            "golden inputs; chained: the candidate runs each case from its inputs and every intermediate is "
+            "compared. Thresholds come from the tolerance policy (calibrated on the official model's own "
+            "float32-vs-float64 noise by default). Writes summary.json, junit.xml, summary.md, history.jsonl "
+            "and index.html to --reports. Exit 0 conform, 1 divergence beyond policy (or not covered), 2 bad "
+            "input or usage."
+        ),
+    )
+    p.add_argument("--goldens", required=True, type=Path, help="golden store (.h5)")
+    p.add_argument("--candidate", default="impl",
+                   help="impl[:float32|float64] | official[:float32|float64][:perturb=<param>[@scale]] | dump:PATH "
+                        "(default impl)")  # fmt: skip
+    p.add_argument("--mode", default="both", choices=("isolated", "chained", "both"))
+    p.add_argument("--policy", type=Path,
+                   help="tolerance policy (TOML, or a pyproject.toml with [tool.conformance]); default: "
+                        "./conformance-policy.toml, else ./pyproject.toml's table, else built-in")  # fmt: skip
+    p.add_argument("--cases", nargs="+", metavar="CASE", help="check only these cases")
+    p.add_argument("--modules", nargs="+", metavar="GLOB", help="check only modules whose key matches a glob")
+    p.add_argument("--reference64", type=Path,
+                   help="float64 golden for chained-noise calibration of a float32 golden (default: from the "
+                        "manifest.json beside the golden)")  # fmt: skip
+    p.add_argument("--checkpoint", type=Path, help="checkpoint folder to load weights from (default: provenance)")
+    p.add_argument("--map", type=Path, help="name/layout mapping of a port's dump (TOML)")
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    p.add_argument("--allow-partial", action="store_true", help="modules the candidate lacks do not fail the run")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+    p.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("report", help="render the HTML divergence report from a summary.json",
+                       description="Render the self-contained HTML report (and the markdown summary) from the "
+                                   "summary.json of a previous check.")  # fmt: skip
+    r.add_argument("--summary", type=Path, default=Path("reports/summary.json"))
+    r.add_argument("-o", "--output", type=Path, default=Path("reports/index.html"))
+    r.set_defaults(func=cmd_report)
+
+
+def find_policy(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    for name in DEFAULT_POLICY_FILES:
+        path = Path(name)
+        if path.exists():
+            if name == "pyproject.toml":
+                import tomllib
+
+                try:
+                    if "conformance" not in tomllib.loads(path.read_text()).get("tool", {}):
+                        continue
+                except (OSError, tomllib.TOMLDecodeError):
+                    continue
+            return path
+    return None
+
+
+def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | None = None) -> Any:
+    if spec == "impl" or spec.startswith("impl:"):
+        dtype = spec.partition(":")[2] or None
+        if dtype not in (None, "float32", "float64"):
+            raise UsageError(f"impl dtype must be float32 or float64, not {dtype!r}")
+        from ..subjects.qwen3_tts.impl_binding import ImplCandidate
+
+        return ImplCandidate(dtype, checkpoint)
+    if spec == "official" or spec.startswith("official:"):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise UsageError("the official candidate needs torch and qwen-tts (pip install 'conformance[record]')") from None
+        from ..subjects.qwen3_tts.official_binding import OfficialCandidate, parse_spec
+
+        return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
+    if spec.startswith("dump:"):
+        try:
+            from ..ports.dump import DumpCandidate
+        except ImportError:
+            raise UsageError("dump candidates are not available in this version") from None
+        return DumpCandidate(Path(spec[len("dump:") :]), mapping)
+    raise UsageError(f"unknown candidate {spec!r} (impl, official[:...], dump:PATH)")
+
+
+def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from rich.console import Console
+
+    from ..store import GoldenStore
+    from . import engine
+    from .policy import load_policy
+
+    console = Console(stderr=True, quiet=args.quiet)
+    policy = load_policy(find_policy(args.policy))
+    modes = ("isolated", "chained") if args.mode == "both" else (args.mode,)
+    candidate = make_candidate(args.candidate, args.checkpoint, args.map)
+    with GoldenStore(args.goldens) as store:
+        reference_path = args.reference64 or engine.find_reference(args.goldens)
+        reference = GoldenStore(reference_path) if reference_path else None
+        from ..subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
+
+        if not policy.tokens.logits:
+            from dataclasses import replace
+
+            policy = replace(policy, tokens=replace(policy.tokens, logits=tuple(TOKEN_LOGITS)))
+        options = engine.CheckOptions(modes=modes, cases=args.cases, modules=args.modules, reference=reference,
+                                      allow_partial=args.allow_partial, command=shlex.join(["conformance", *argv]),
+                                      subject=SUBJECT)  # fmt: skip
+        try:
+            with _progress(console, args.quiet) as progress:
+                options.on_progress = progress
+                run = engine.check(store, candidate, policy, options)
+        finally:
+            if reference is not None:
+                reference.close()
+    summary = write_reports(run, args.reports, html=not args.no_html, console=console)
+    _print_table(console, summary)
+    return run.exit_code
+
+
+def write_reports(run: Any, folder: Path, html: bool = True, console: Any = None) -> dict[str, Any]:
+    from ..report import writers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = writers.write_summary(run, folder / "summary.json")
+    writers.write_junit(summary, folder / "junit.xml")
+    writers.append_history(summary, folder / "history.jsonl")
+    html_name = None
+    if html:
+        try:
+            from ..report.html import render_report
+        except ImportError:
+            render_report = None
+        if render_report is not None:
+            render_report(summary, folder / "index.html", history=writers.read_history(folder / "history.jsonl"),
+                          artifacts=run.artifacts)  # fmt: skip
+            html_name = "index.html"
+    writers.write_markdown(summary, folder / "summary.md", html_name)
+    if console is not None:
+        console.print(f"reports in {folder}/: summary.json junit.xml summary.md history.jsonl"
+                      + (" index.html" if html_name else ""))  # fmt: skip
+    return summary
+
+
+def cmd_check(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    return run_and_report(args, argv)
+
+
+def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import json
+
+    from ..errors import ConformanceError
+    from ..report import writers
+
+    try:
+        summary = json.loads(args.summary.read_text())
+    except FileNotFoundError:
+        raise ConformanceError("summary not found (run `conformance check` first)", path=args.summary) from None
+    except ValueError as exc:
+        raise ConformanceError(f"not a summary.json ({exc})", path=args.summary) from None
+    if summary.get("schema") != "conformance-summary/1":
+        raise ConformanceError("not a conformance summary (schema field)", path=args.summary)
+    try:
+        from ..report.html import render_report
+    except ImportError:
+        raise UsageError("the HTML report is not available in this version") from None
+    folder = args.output.parent
+    render_report(summary, args.output, history=writers.read_history(folder / "history.jsonl"), artifacts=None)
+    writers.write_markdown(summary, folder / "summary.md", args.output.name)
+    print(f"wrote {args.output}")
+    return 0
+
+
+class _progress:
+    """A rich progress bar fed by the engine's (label, done, total) callbacks."""
+
+    def __init__(self, console: Any, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+
+    def __enter__(self) -> Any:
+        if self.quiet:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=self.console, transient=True)  # fmt: skip
+        self.bar.__enter__()
+        self.task = self.bar.add_task("checking", total=None)
+
+        def update(label: str, done: int, total: int) -> None:
+            self.bar.update(self.task, description=label, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.quiet:
+            self.bar.__exit__(*exc)
+
+
+def _print_table(console: Any, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"conformance: {summary['verdict']} — {summary['candidate']}")
+    for column in ("case", "mode", "pass", "fail", "xfail", "not covered", "first divergence"):
+        table.add_column(column)
+    for case in summary["cases"]:
+        for mode in case["modes"]:
+            counts = {s: 0 for s in ("pass", "fail", "xfail", "not_covered", "error", "skipped", "xpass")}
+            for tensor in case["tensors"]:
+                if tensor["mode"] == mode and tensor["role"].startswith("outputs"):
+                    counts[tensor["status"]] += 1
+            blame = case["blame"].get(mode)
+            where = f"{blame['key']}#{blame['call']}" if blame else ""
+            style = "red" if counts["fail"] or counts["error"] else ("yellow" if counts["not_covered"] else "green")
+            table.add_row(case["case"], mode, str(counts["pass"] + counts["xpass"]), str(counts["fail"] + counts["error"]),
+                          str(counts["xfail"]), str(counts["not_covered"]), where, style=style)  # fmt: skip
+    console.print(table)
+    c = summary["counts"]
+    console.print(f"{summary['verdict']}: {c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['xfail']} xfail, "
+                  f"{c['not_covered']} not covered, {c['skipped']} skipped — exit {summary['exit_code']}")  # fmt: skip

@@ -1,0 +1,41 @@
+"""What the check engine needs to know about Qwen3-TTS beyond module names (numpy only).
+
+* where the generated codes of a case are (the official `generate` returns a list of (frames, codebooks)
+  code tensors, recorded as `:generate#0/outputs/0/0`);
+* which logits chose the code of a given (frame, codebook): codebook 0 of frame f comes from the
+  talker's `codec_head` call f (call 0 is the prefill); codebook g >= 1 from the code predictor's
+  `lm_head.{g-1}` call f (each head runs once per frame);
+* which outputs to keep from a chained run for the report (codes and waveforms).
+"""
+
+from __future__ import annotations
+
+from ...store.reader import Case
+
+CODES = (":generate", 0, "outputs/0/0")
+TOKEN_LOGITS = ["talker.codec_head", "talker.code_predictor.lm_head.*"]
+
+
+class Qwen3TTSSubject:
+    name = "qwen3_tts"
+
+    def codes(self, case: Case) -> tuple[str, int, str] | None:
+        key, call, role = CODES
+        if not case.has_call(key, call):
+            return None
+        try:
+            case.leaf(key, call, role)
+        except Exception:
+            return None
+        return CODES
+
+    def logits(self, case: Case, frame: int, codebook: int) -> tuple[str, int] | None:
+        key = "talker.codec_head" if codebook == 0 else f"talker.code_predictor.lm_head.{codebook - 1}"
+        return (key, frame) if case.has_call(key, frame) else None
+
+    def keep(self, case: Case) -> list[str]:
+        return [":generate", "speech_tokenizer:decode", "speech_tokenizer.decoder:chunked_decode",
+                ":extract_speaker_embedding", "speech_tokenizer:encode"]  # fmt: skip
+
+
+SUBJECT = Qwen3TTSSubject()

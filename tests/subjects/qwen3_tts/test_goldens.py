@@ -1,0 +1,244 @@
+"""The committed goldens: complete, well-formed, non-degenerate, reproducible bit for bit, and recorded
+without changing what the official model computes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.store import GoldenStore
+from conformance.subjects.qwen3_tts.cases import CASES
+
+from ...conftest import require_tool
+
+
+# Tensors that are constant by construction, not by accident: an additive attention mask of a decoding
+# step lets the one query see every key (all zeros), and a single-token step's three MRoPE position
+# rows (the talker passes them as floats) are one position repeated.
+def structural(key: str, role: str) -> bool:
+    return role in ("kwargs/attention_mask", "kwargs/position_ids") or (key.endswith("rotary_emb") and role == "args/1")
+
+
+def test_manifest_matches_the_committed_files_and_goldens_stay_small(goldens_dir: Path) -> None:
+    from conformance.subjects.qwen3_tts.checkpoints import file_sha256, weights_hashes
+
+    manifest = json.loads((goldens_dir / "manifest.json").read_text())
+    for entry in manifest["stores"]:
+        path = goldens_dir / entry["path"]
+        assert file_sha256(path) == entry["sha256"], entry["path"]
+        assert entry["cases"] == [case.name for case in CASES]
+    assert weights_hashes(goldens_dir / manifest["checkpoint"]["path"]) == manifest["checkpoint"]["files"]
+    total = sum(p.stat().st_size for p in goldens_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    assert total < 40e6, f"goldens/ holds {total / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inspect_lists_every_case(goldens_dir: Path, dtype: str) -> None:
+    path = goldens_dir / f"qwen3_tts-tiny-{dtype}.h5"
+    out = subprocess.run([sys.executable, "-m", "conformance.cli", "inspect", str(path), "--json"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
+    summary = json.loads(out)
+    assert [c["case"] for c in summary["cases"]] == [case.name for case in CASES]
+    assert all(c["dtype"] == dtype and c["calls"] > 50 for c in summary["cases"])
+    families = {c["family"] for c in summary["cases"]}
+    assert families == {"codec_decode", "codec_encode", "speaker_encoder", "generation", "end_to_end"}
+
+
+def test_h5ls_opens_the_goldens(golden_f32: Path, golden_f64: Path) -> None:
+    h5ls = require_tool("h5ls")
+    for path in (golden_f32, golden_f64):
+        listing = subprocess.run([h5ls, "-r", str(path)], capture_output=True, text=True, check=True).stdout
+        assert "/cases/end_to_end/tensors/talker.codec_head" in listing
+
+
+def test_provenance_is_complete(golden_f32: Path) -> None:
+    with GoldenStore(golden_f32) as store:
+        assert store.software["qwen-tts"] == "0.1.1" and store.software["torch"].startswith("2.13.0")
+        for case in store:
+            p = case.provenance
+            for field in ("official_version", "torch_version", "transformers_version", "config", "weights_sha256",
+                          "seed", "dtype", "threads", "command", "case_params", "created_utc"):
+                assert p.get(field) not in (None, "", {}), (case.name, field)
+            assert p["threads"] == 1 and p["oracle"] == "isolated-float64"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_no_recorded_float_tensor_is_degenerate(goldens_dir: Path, dtype: str) -> None:
+    degenerate = []
+    with GoldenStore(goldens_dir / f"qwen3_tts-tiny-{dtype}.h5") as store:
+        for case in store:
+            seen = set()
+            for leaf in case.leaves():
+                if not leaf.is_tensor or leaf.dtype not in ("float32", "float64") or structural(leaf.key, leaf.role):
+                    continue
+                if (leaf.location, leaf.row) in seen:
+                    continue
+                seen.add((leaf.location, leaf.row))
+                values = case.tensor(leaf)
+                if values.size > 1 and np.all(values == values.flat[0]):
+                    degenerate.append(f"{case.name}:{leaf.name} = {values.flat[0]}")
+    assert not degenerate, degenerate[:10]
+
+
+def test_the_oracle_measured_every_float_output_of_the_float32_golden(golden_f32: Path) -> None:
+    missing = []
+    with GoldenStore(golden_f32) as store:
+        for case in store:
+            for call in case.calls():
+                if call.method in ("generate", "encode", "quantize"):
+                    continue  # discrete decisions: not re-run by the oracle, calibrated on the float64 golden
+                for leaf in case.leaves(call.key, call.call):
+                    if leaf.is_tensor and leaf.role.startswith("outputs") and leaf.dtype == "float32":
+                        record = case.oracle(leaf.key, leaf.call, leaf.role)
+                        if record is None or record.status != "ok":
+                            missing.append(f"{case.name}:{leaf.name}")
+                        elif not 0 <= record.metrics["rel_l2"] < 1e-4:
+                            missing.append(f"{case.name}:{leaf.name} noise {record.metrics['rel_l2']}")
+    assert not missing, missing[:10]
+
+
+# -- re-recording ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rerecorded(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> dict[str, Path]:
+    pytest.importorskip("torch")
+    from conformance.subjects.qwen3_tts import cases, record
+
+    names = ["codec_decode_short", "codec_chunked_decode", "codec_encode", "speaker_encoder", "tts_voice_clone_icl",
+             "end_to_end"]  # fmt: skip
+    out = tmp_path_factory.mktemp("rerecord")
+    paths = {}
+    for dtype, suffix in (("float32", "f32"), ("float64", "f64")):
+        chosen = names if dtype == "float32" else ["codec_decode_short", "tts_custom_voice"]
+        path = out / f"{suffix}.h5"
+        record.record(path, cases.select(chosen), dtype=dtype, checkpoint=tiny_checkpoint,
+                      oracle=dtype == "float32", threads=1, command="test")  # fmt: skip
+        paths[dtype] = path
+    return paths
+
+
+@pytest.mark.official
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_re_recording_reproduces_every_tensor_bit_for_bit(rerecorded: dict[str, Path], goldens_dir: Path,
+                                                          dtype: str) -> None:  # fmt: skip
+    with GoldenStore(rerecorded[dtype]) as fresh, GoldenStore(goldens_dir / f"qwen3_tts-tiny-{dtype}.h5") as golden:
+        assert fresh.cases
+        for name in fresh.cases:
+            mine, theirs = fresh.case(name), golden.case(name)
+            assert [(c.key, c.call, c.spec) for c in mine.calls()] == [(c.key, c.call, c.spec) for c in theirs.calls()]
+            a = {(leaf.key, leaf.call, leaf.role): leaf for leaf in mine.leaves()}
+            b = {(leaf.key, leaf.call, leaf.role): leaf for leaf in theirs.leaves()}
+            assert a.keys() == b.keys()
+            differing = [k for k in a if (a[k].crc32, a[k].value, a[k].shape) != (b[k].crc32, b[k].value, b[k].shape)]
+            assert not differing, (name, differing[:5])
+            for output in mine.output_names():
+                assert np.array_equal(np.asarray(mine.output(output)), np.asarray(theirs.output(output)))
+
+
+@pytest.mark.official
+def test_recording_does_not_change_the_official_outputs(golden_f32: Path, tiny_checkpoint: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from conformance.subjects.qwen3_tts.cases import CASES_BY_NAME, CaseIO
+    from conformance.subjects.qwen3_tts.record import CheckpointSource, OfficialModels
+
+    torch.set_num_threads(1)
+    models = OfficialModels(CheckpointSource.from_path(tiny_checkpoint), "float32", "eager")
+    with GoldenStore(golden_f32) as store:
+        for name in ("end_to_end", "codec_encode", "tts_voice_clone_icl"):
+            io = CaseIO("tiny")
+            with torch.no_grad():
+                CASES_BY_NAME[name].run(models, io)  # no hooks at all
+            case = store.case(name)
+            for output, value in io.outputs.items():
+                assert np.asarray(value).tobytes() == np.asarray(case.output(output)).tobytes(), (name, output)
+
+
+@pytest.mark.official
+def test_every_randomised_parameter_differs_from_its_official_init(tiny_checkpoint: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from conformance.subjects.qwen3_tts import checkpoints, configs
+
+    o = checkpoints.official()
+    torch.manual_seed(0)
+    defaults = {
+        "tts": o.tts_modeling.Qwen3TTSForConditionalGeneration(o.tts_config.Qwen3TTSConfig(**configs.tts_config("tiny", "base"))),
+        "codec": o.codec_modeling.Qwen3TTSTokenizerV2Model(o.codec_config.Qwen3TTSTokenizerV2Config(**configs.codec_config("tiny"))),
+    }  # fmt: skip
+    from impl.qwen3_tts.weights import load_safetensors
+
+    saved = {
+        "tts": load_safetensors(tiny_checkpoint / "base" / "model.safetensors"),
+        "codec": load_safetensors(tiny_checkpoint / "speech_tokenizer" / "model.safetensors"),
+    }
+    unchanged, identity = [], []
+    for model, default in defaults.items():
+        state = default.state_dict()
+        assert set(state) == set(saved[model]), model
+        for name, init in state.items():
+            value = saved[model][name]
+            if name.endswith(".initialized"):  # Mimi's "codebook is initialised" flag stays 1
+                continue
+            if np.array_equal(value, init.float().numpy()):
+                unchanged.append(f"{model}:{name}")
+            if value.size > 1 and np.all(value == value.flat[0]):
+                identity.append(f"{model}:{name}")
+    assert not unchanged, unchanged[:10]
+    assert not identity, identity[:10]
+
+
+@pytest.mark.official
+def test_the_committed_checkpoint_is_what_the_seeded_builder_makes(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    pytest.importorskip("torch")
+    from conformance.subjects.qwen3_tts.checkpoints import build_checkpoints, weights_hashes
+
+    built = build_checkpoints("tiny", json.loads((tiny_checkpoint / ".complete.json").read_text())["seed"], tmp_path)
+    assert weights_hashes(built.root) == weights_hashes(tiny_checkpoint)
+
+
+@pytest.mark.official
+def test_sigkill_during_record_keeps_the_previous_file(tmp_path: Path, golden_f32: Path, tiny_checkpoint: Path) -> None:
+    pytest.importorskip("torch")
+    target = tmp_path / "out.h5"
+    target.write_bytes(golden_f32.read_bytes()[:1000])  # any previous file: here, a truncated one
+    before = target.read_bytes()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "conformance.cli", "record", "--checkpoint", str(tiny_checkpoint), "--no-oracle",
+         "--cases", "codec_decode_short", "tts_custom_voice", "end_to_end", "-o", str(target)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    partial = None
+    while time.time() < deadline and process.poll() is None:
+        partials = list(tmp_path.glob("out.h5.partial-*"))
+        if partials and partials[0].stat().st_size > 200_000:  # at least one case written
+            partial = partials[0]
+            break
+        time.sleep(0.05)
+    assert partial is not None, "the recorder finished or never wrote before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert target.read_bytes() == before
+    from conformance.errors import StoreError
+
+    with pytest.raises(StoreError):
+        GoldenStore(partial)
+
+
+@pytest.mark.parametrize("content", [b"not an hdf5 file", None])
+def test_bad_golden_files_exit_2_with_one_line(tmp_path: Path, golden_f32: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.h5"
+    path.write_bytes(content if content is not None else golden_f32.read_bytes()[:50_000])
+    for command in (["inspect", str(path)], ["check", "--goldens", str(path), "--reports", str(tmp_path / "r")]):
+        process = subprocess.run([sys.executable, "-m", "conformance.cli", *command], capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+        assert process.returncode == 2, process.stderr
+        lines = process.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in process.stderr
