@@ -32,6 +32,9 @@ from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import LeafRecord
 from .candidate import Candidate, NotCovered
 from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
+from .stream import streamed_metrics
+
+STREAM_ELEMENTS = 1 << 22  # elements read per golden chunk by the reader thread
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -154,11 +157,26 @@ class Judge:
                 result.message = f"{metrics.integer_mismatch} of {metrics.numel} values differ, first at {metrics.first_outside}"
             result.min_tolerance = {}
             return self._apply_xfail(result, None)
+        return self._judge_float(result, leaf, lambda atol, rtol: self._metrics(leaf, candidate, atol, rtol))
+
+    def judge_stream(self, leaf: LeafRecord, read: Callable[[int, int], np.ndarray],
+                     seq: tuple[int, int] = (0, 0)) -> TensorResult:  # fmt: skip
+        """Judge a float tensor whose candidate is read lazily: `read(offset, n)` gives n flat elements.
+        The caller has checked its shape (dumps read from files, far larger than memory allows twice)."""
+        result = TensorResult(self.case.name, self.mode, leaf.key, leaf.call, leaf.role, PASS, leaf.dtype,
+                              list(leaf.shape), seq_start=seq[0], seq_end=seq[1], tier=leaf.tier)  # fmt: skip
+
+        def metrics(atol: float, rtol: float) -> Metrics:
+            acc = MetricAccumulator(tuple(leaf.shape), leaf.dtype, atol, rtol)
+            return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS), read, acc)
+
+        return self._judge_float(result, leaf, metrics)
+
+    def _judge_float(self, result: TensorResult, leaf: LeafRecord,
+                     measure: Callable[[float, float], Metrics]) -> TensorResult:  # fmt: skip
         noise = self.noise(leaf)
         resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, noise)
-        atol = resolved.thresholds.get("atol", 0.0)
-        rtol = resolved.thresholds.get("rtol", 0.0)
-        metrics = self._metrics(leaf, candidate, atol, rtol)
+        metrics = measure(resolved.thresholds.get("atol", 0.0), resolved.thresholds.get("rtol", 0.0))
         thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
                                      "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
         result.metrics = metrics.as_dict()
@@ -172,14 +190,7 @@ class Judge:
         if leaf.nbytes <= 4 * CHUNK_ELEMENTS * 4:
             return compare_arrays(self.case.tensor(leaf), candidate, dtype=leaf.dtype, atol=atol, rtol=rtol)
         acc = MetricAccumulator(tuple(leaf.shape), leaf.dtype, atol, rtol)
-        flat = candidate.reshape(-1)
-        start = 0
-        for chunk in self.case.iter_tensor_chunks(leaf, max_elements=CHUNK_ELEMENTS):
-            for offset in range(0, chunk.size, CHUNK_ELEMENTS):
-                part = chunk[offset : offset + CHUNK_ELEMENTS]
-                acc.update(part, flat[start : start + part.size])
-                start += part.size
-        return acc.result()
+        return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS), candidate.reshape(-1), acc)
 
     def _judge_mask(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """Additive attention masks hold 0 where attention is allowed and a huge negative number where it

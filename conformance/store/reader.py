@@ -200,20 +200,34 @@ class Case:
         """Statistics or hash of a tensor kept in the stats/hash tier."""
         return json.loads(leaf.summary) if leaf.summary else {}
 
-    def iter_tensor_chunks(self, leaf: LeafRecord, max_elements: int = 1 << 22, *, verify: bool = True
-                           ) -> Iterator[np.ndarray]:  # fmt: skip
-        """Stream a large tensor in flat chunks (C order), verifying the checksum at the end."""
+    def iter_tensor_chunks(self, leaf: LeafRecord, max_elements: int = 1 << 22, *, verify: bool = True,
+                           ring: int = 4) -> Iterator[np.ndarray]:  # fmt: skip
+        """Stream a large tensor as flat chunks in C order, verifying its checksum at the end.
+
+        Chunks are read into a ring of `ring` preallocated buffers (fresh allocations of this size cost
+        more than the read): a chunk stays valid until `ring - 1` further chunks have been taken.
+        """
         dataset = self._dataset(leaf.location, leaf.name)
-        crc = 0
-        if leaf.row >= 0 or dataset.ndim == 0:
-            whole = self.tensor(leaf, verify=verify, raw=True)
-            yield self._logical(whole.ravel(), leaf)
+        if leaf.row >= 0 or dataset.ndim == 0 or leaf.dtype in schema.RAW_STORAGE:
+            whole = self.tensor(leaf, verify=verify)
+            for start in range(0, max(whole.size, 1), max_elements):
+                yield whole.reshape(-1)[start : start + max_elements]
             return
-        rows_per_read = max(1, max_elements // max(1, int(np.prod(dataset.shape[1:], dtype=np.int64))))
-        for start in range(0, dataset.shape[0], rows_per_read):
-            block = self._read_slice(dataset, slice(start, start + rows_per_read), leaf.name)
-            crc = checksum(block, crc)
-            yield self._logical(block.ravel(), leaf)
+        row_elements = int(np.prod(dataset.shape[1:], dtype=np.int64))
+        rows_per_read = max(1, max_elements // max(1, row_elements))
+        buffers = [np.empty((rows_per_read, *dataset.shape[1:]), dtype=dataset.dtype) for _ in range(ring)]
+        crc = 0
+        for index, start in enumerate(range(0, dataset.shape[0], rows_per_read)):
+            stop = min(start + rows_per_read, dataset.shape[0])
+            block = buffers[index % ring][: stop - start]
+            try:
+                dataset.read_direct(block, np.s_[start:stop])
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"cannot read data ({exc})", path=self.store.path,
+                                 tensor=f"{self.name}:{leaf.name}") from exc  # fmt: skip
+            if verify:
+                crc = checksum(block, crc)
+            yield block.reshape(-1)
         if verify and crc != leaf.crc32:
             raise IntegrityError("checksum mismatch: the stored bytes differ from what was recorded (file corrupted?)",
                                  path=self.store.path, tensor=f"{self.name}:{leaf.name}")  # fmt: skip

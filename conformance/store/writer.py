@@ -290,7 +290,9 @@ class CaseWriter:
         self, key: str, call: int, role: str, array: np.ndarray, dtype_name: str, shape: tuple[int, ...], crc: int
     ) -> LeafRecord:
         location = f"tensors/{schema.escape_component(key)}/{role_name(role)}@call_{call:06d}"
-        chunks = _chunk_shape(shape, array.dtype.itemsize, self.policy.chunk_bytes) if array.ndim else None
+        # Contiguous unless compressed: a contiguous dataset reads at disk speed (chunked ~2x slower).
+        chunks = (_chunk_shape(shape, array.dtype.itemsize, self.policy.chunk_bytes)
+                  if array.ndim and self.policy.compression else None)  # fmt: skip
         dataset = self.group.create_dataset(
             location,
             data=array,
