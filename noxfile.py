@@ -86,3 +86,21 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "conformance/store", "conformance/compare", "conformance/report", "conformance/ports",
                 "conformance/errors.py")  # fmt: skip
+
+
+@nox.session(python="3.11")
+def benchmark(session: nox.Session) -> None:
+    """pytest-benchmark suites (full-size models, random weights); JSON results in reports/benchmarks/."""
+    _install_recording_stack(session, "record,impl,test")
+    os.makedirs("reports/benchmarks", exist_ok=True)
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    session.run("pytest", "benchmarks", "-p", "no:cacheprovider", "-s", "--benchmark-json",
+                "reports/benchmarks/results.json", *session.posargs, env=env)  # fmt: skip
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """The property-based tests with a deep hypothesis profile (thousands of examples each)."""
+    _install_recording_stack(session, "record,impl,test")
+    env = {"HF_HUB_OFFLINE": "1", "HYPOTHESIS_PROFILE": "fuzz"}
+    session.run("pytest", "tests/impl", "tests/store", "tests/compare/test_metrics.py", "-q", *session.posargs, env=env)

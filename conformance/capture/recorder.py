@@ -17,10 +17,11 @@ explicitly and recorded under `<module path>:<method>`; free functions under `:<
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 
 from ..store import tree
 from ..store.schema import LeafRecord, checksum
-from ..store.writer import CaseWriter
+from ..store.writer import CaseWriter, TensorHandle
 
 ROOT_KEY = "(root)"
 
@@ -305,7 +306,7 @@ class Recorder(Hooks):
         self.oracle = oracle
         self.on_call = on_call
         self._stacks: dict[int, list[_Frame]] = {}
-        self._known: dict[int, tuple[weakref.ref[Any], LeafRecord, int | None]] = {}
+        self._known: dict[int, tuple[weakref.ref[Any], Any, int | None, tuple[int, ...], str]] = {}
         self.calls_recorded = 0
 
     def __enter__(self) -> Recorder:
@@ -376,27 +377,66 @@ class Recorder(Hooks):
             self.case.add_value(key, call, role, "object", describe_object(value))
 
     def _record_tensor(self, value: torch.Tensor | np.ndarray, role: str, key: str, call: int) -> None:
+        raw, logical = tensor_to_numpy(value)
+        dtype_name = logical or raw.dtype.name
         known = self._known.get(id(value))
         if known is not None:
-            ref, record, version = known
-            if ref() is value:
-                raw, logical = tensor_to_numpy(value)
+            ref, target, version, shape, known_dtype = known
+            if ref() is value and tuple(raw.shape) == shape and dtype_name == known_dtype:
                 current = _version(value) if isinstance(value, torch.Tensor) else None
-                unchanged = (
-                    tuple(raw.shape) == record.shape
-                    and (logical or raw.dtype.name) == record.dtype
-                    and (version == current if version is not None and current is not None else checksum(raw) == record.crc32)
-                )  # fmt: skip
+                if version is not None and current is not None:
+                    unchanged = version == current
+                else:  # no version counter: compare the bytes
+                    record = self._written(target)
+                    unchanged = checksum(raw) == record.crc32
                 if unchanged:
-                    self.case.add_reference(key, call, role, record)
+                    self.case.add_reference(key, call, role, target)
                     return
-        raw, logical = tensor_to_numpy(value)
-        record = self.case.add_tensor(key, call, role, raw, logical)
+        target = self.case.add_tensor(key, call, role, raw, logical)
         try:
             ref = weakref.ref(value)
         except TypeError:
             return
-        self._known[id(value)] = (ref, record, _version(value) if isinstance(value, torch.Tensor) else None)
+        version = _version(value) if isinstance(value, torch.Tensor) else None
+        self._known[id(value)] = (ref, target, version, tuple(raw.shape), dtype_name)
+
+    def _written(self, target: Any) -> LeafRecord:
+        """The written record behind a background writer's handle (waits for the writer if needed)."""
+        if isinstance(target, TensorHandle):
+            if target.record is None:
+                self.case.flush()
+            assert target.record is not None
+            return target.record
+        return target
+
+
+class _GradFreeMode:
+    """Stands in for torch's inference mode while recording: no autograd (like inference mode), but
+    tensors keep their version counters, so a tensor passed from module to module is known unchanged
+    without hashing its bytes. Only autograd bookkeeping differs; every computed value is the same."""
+
+    def __init__(self, mode: bool = True) -> None:
+        self.mode = mode
+        self._previous = True
+
+    def __enter__(self) -> None:
+        self._previous = torch.is_grad_enabled()
+        if self.mode:
+            torch.set_grad_enabled(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_grad_enabled(self._previous)
+
+
+@contextlib.contextmanager
+def versioned_tensors() -> Iterator[None]:
+    """Within this block `torch.inference_mode()` behaves like `torch.no_grad()` (see _GradFreeMode)."""
+    original = torch._C._InferenceMode
+    torch._C._InferenceMode = _GradFreeMode  # type: ignore[attr-defined,misc]
+    try:
+        yield
+    finally:
+        torch._C._InferenceMode = original  # type: ignore[attr-defined,misc]
 
 
 def to_numpy_tree(value: Any) -> Any:

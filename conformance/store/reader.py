@@ -201,11 +201,12 @@ class Case:
         return json.loads(leaf.summary) if leaf.summary else {}
 
     def iter_tensor_chunks(self, leaf: LeafRecord, max_elements: int = 1 << 22, *, verify: bool = True,
-                           ring: int = 4) -> Iterator[np.ndarray]:  # fmt: skip
+                           ring: int | None = None) -> Iterator[np.ndarray]:  # fmt: skip
         """Stream a large tensor as flat chunks in C order, verifying its checksum at the end.
 
-        Chunks are read into a ring of `ring` preallocated buffers (fresh allocations of this size cost
-        more than the read): a chunk stays valid until `ring - 1` further chunks have been taken.
+        With `ring`, chunks are read into a ring of that many preallocated buffers (fresh allocations of
+        this size cost more than the read): a chunk then stays valid only until `ring - 1` further
+        chunks have been taken. Without it every chunk is a new array.
         """
         dataset = self._dataset(leaf.location, leaf.name)
         if leaf.row >= 0 or dataset.ndim == 0 or leaf.dtype in schema.RAW_STORAGE:
@@ -215,11 +216,14 @@ class Case:
             return
         row_elements = int(np.prod(dataset.shape[1:], dtype=np.int64))
         rows_per_read = max(1, max_elements // max(1, row_elements))
-        buffers = [np.empty((rows_per_read, *dataset.shape[1:]), dtype=dataset.dtype) for _ in range(ring)]
+        buffers = [np.empty((rows_per_read, *dataset.shape[1:]), dtype=dataset.dtype) for _ in range(ring or 0)]
         crc = 0
         for index, start in enumerate(range(0, dataset.shape[0], rows_per_read)):
             stop = min(start + rows_per_read, dataset.shape[0])
-            block = buffers[index % ring][: stop - start]
+            if ring:
+                block = buffers[index % ring][: stop - start]
+            else:
+                block = np.empty((stop - start, *dataset.shape[1:]), dtype=dataset.dtype)
             try:
                 dataset.read_direct(block, np.s_[start:stop])
             except (OSError, ValueError) as exc:

@@ -257,9 +257,10 @@ class CaseWriter:
         return record
 
     def add_tensor(
-        self, key: str, call: int, role: str, array: np.ndarray, logical_dtype: str | None = None
+        self, key: str, call: int, role: str, array: np.ndarray, logical_dtype: str | None = None, owned: bool = False
     ) -> LeafRecord:
-        """Store a tensor leaf. `array` holds raw storage (uint16 for bfloat16 with logical_dtype set)."""
+        """Store a tensor leaf. `array` holds raw storage (uint16 for bfloat16 with logical_dtype set);
+        `owned` means the caller hands over a private copy, so small tensors are stacked without copying."""
         array = np.asarray(array)
         if not array.flags.c_contiguous:  # (np.ascontiguousarray would also turn 0-d into 1-d)
             array = np.ascontiguousarray(array)
@@ -272,7 +273,7 @@ class CaseWriter:
             summary["crc32"] = crc
             record = LeafRecord(key, call, role, KIND_TENSOR, dtype_name, shape, "", -1, crc, "", tier, to_json(summary))
         elif array.nbytes <= self.policy.stack_max_bytes:
-            record = self._stack_row(key, call, role, array, dtype_name, shape, crc)
+            record = self._stack_row(key, call, role, array if owned else array.copy(), dtype_name, shape, crc)
         else:
             record = self._single(key, call, role, array, dtype_name, shape, crc)
         self._append_leaf(record)
@@ -314,7 +315,7 @@ class CaseWriter:
             stack = _Stack(location, array.dtype, shape, dtype_name)
             self._stacks[stack_key] = stack
         row = stack.count
-        stack.rows.append(array.copy())
+        stack.rows.append(array)
         self._buffered += array.nbytes
         if self._buffered > self.policy.buffer_max_bytes:
             self._flush_stacks(largest_first=True)
@@ -492,3 +493,135 @@ def _remove_stale_partials(path: Path) -> None:
             partial.unlink(missing_ok=True)
         except PermissionError:
             pass
+
+
+class TensorHandle:
+    """A tensor queued for the background writer; `record` is set once it is written."""
+
+    __slots__ = ("record",)
+
+    def __init__(self) -> None:
+        self.record: LeafRecord | None = None
+
+
+class AsyncCaseWriter:
+    """Runs a CaseWriter's checksumming and HDF5 writes in a background thread.
+
+    The recording thread only copies each new tensor (it may change in place once its module returns)
+    and queues it; everything that touches HDF5 happens in the writer thread, in queue order. The
+    bytes queued are bounded (`max_bytes`), so a slow disk slows the recording instead of filling
+    memory. An error in the writer thread is raised in the recording thread at the next call.
+    """
+
+    def __init__(self, case: CaseWriter, max_bytes: int = 256 * 1024 * 1024) -> None:
+        import threading
+        from collections import deque
+
+        self.case = case
+        self.max_bytes = max_bytes
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._queued_bytes = 0
+        self._cond = threading.Condition()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="conformance-writer", daemon=True)
+        self._thread.start()
+
+    # the counters are the recording thread's own: no HDF5 involved
+    def next_seq(self) -> int:
+        return self.case.next_seq()
+
+    def next_call_index(self, key: str) -> int:
+        return self.case.next_call_index(key)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.case.provenance
+
+    def _put(self, item: tuple[Any, ...], nbytes: int = 0) -> None:
+        with self._cond:
+            while (self._queued_bytes + nbytes > self.max_bytes and self._queued_bytes > 0
+                   and self._error is None):  # fmt: skip
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._queue.append(item)
+            self._queued_bytes += nbytes
+            self._cond.notify_all()
+
+    def add_tensor(self, key: str, call: int, role: str, array: np.ndarray, logical_dtype: str | None = None,
+                   owned: bool = False) -> TensorHandle:  # fmt: skip
+        handle = TensorHandle()
+        data = array if owned else np.array(array, copy=True)
+        self._put(("tensor", handle, key, call, role, data, logical_dtype), data.nbytes)
+        return handle
+
+    def add_reference(self, key: str, call: int, role: str, target: TensorHandle | LeafRecord) -> None:
+        self._put(("reference", key, call, role, target))
+
+    def add_value(self, key: str, call: int, role: str, kind: str, value: Any) -> None:
+        self._put(("value", key, call, role, kind, value))
+
+    def add_call(self, *args: Any) -> None:
+        self._put(("call", *args))
+
+    def add_oracle(self, *args: Any) -> None:
+        self._put(("oracle", *args))
+
+    def flush(self) -> None:
+        """Wait until everything queued is written."""
+        with self._cond:
+            while self._queue and self._error is None:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        self.flush()
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue[0]
+            try:
+                nbytes = self._handle(item)
+            except BaseException as exc:
+                with self._cond:
+                    self._error = exc
+                    self._queue.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._queue.popleft()
+                self._queued_bytes -= nbytes
+                self._cond.notify_all()
+
+    def _handle(self, item: tuple[Any, ...]) -> int:
+        kind = item[0]
+        if kind == "tensor":
+            _, handle, key, call, role, data, logical = item
+            handle.record = self.case.add_tensor(key, call, role, data, logical, owned=True)
+            return int(data.nbytes)
+        if kind == "reference":
+            _, key, call, role, target = item
+            record = target.record if isinstance(target, TensorHandle) else target
+            if record is None:  # pragma: no cover - handles are written before anything refers to them
+                raise RuntimeError(f"reference to an unwritten tensor at {key}#{call}/{role}")
+            self.case.add_reference(key, call, role, record)
+        elif kind == "value":
+            self.case.add_value(*item[1:])
+        elif kind == "call":
+            self.case.add_call(*item[1:])
+        elif kind == "oracle":
+            self.case.add_oracle(*item[1:])
+        return 0

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ...capture.oracle import IsolatedOracle
-from ...capture.recorder import FunctionSpec, MethodSpec, Recorder
+from ...capture.recorder import FunctionSpec, MethodSpec, Recorder, versioned_tensors
 from ...errors import UsageError
-from ...store.writer import GoldenWriter, StoragePolicy
+from ...store.writer import AsyncCaseWriter, GoldenWriter, StoragePolicy
 from . import checkpoints, configs
 from .cases import CaseIO, CaseSpec
 from .official import OFFICIAL_PACKAGE, official_version
@@ -321,11 +321,15 @@ def record(
                     )
                 io = CaseIO(size_label)
                 started = time.time()
-                with _precision(dtype), torch.no_grad():
-                    recorder = Recorder(case_writer, roots, include=modules, methods=method_specs(roots),
-                                        functions=function_specs(), oracle=isolated, on_call=on_call)  # fmt: skip
-                    with recorder:
-                        case.run(models, io)
+                background = AsyncCaseWriter(case_writer)
+                try:
+                    with _precision(dtype), torch.no_grad(), versioned_tensors():
+                        recorder = Recorder(background, roots, include=modules, methods=method_specs(roots),
+                                            functions=function_specs(), oracle=isolated, on_call=on_call)  # fmt: skip
+                        with recorder:
+                            case.run(models, io)
+                finally:
+                    background.close()
                 case_writer.provenance["seconds"] = round(time.time() - started, 3)
                 case_writer.provenance["calls_recorded"] = recorder.calls_recorded
                 if isolated is not None and isolated.failures:
