@@ -377,9 +377,27 @@ def load_tts(checkpoint: str | Path, dtype: Any, attn_implementation: str = "eag
 
 def load_codec(folder: str | Path, dtype: Any, attn_implementation: str = "eager") -> Any:
     o = official()
+    folder = str(Path(folder).resolve())
     with quiet():
+        # `attn_implementation` alone reaches only the top-level config: the decoder and the Mimi encoder
+        # (whose attention class is chosen at construction) would silently stay on sdpa. Set every
+        # sub-config before the model is built.
+        config = o.codec_config.Qwen3TTSTokenizerV2Config.from_pretrained(folder)
+        for sub in (config, config.encoder_config, config.decoder_config):
+            sub._attn_implementation = attn_implementation
         codec = o.inference_tokenizer.Qwen3TTSTokenizer.from_pretrained(
-            str(Path(folder).resolve()), dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
+            folder, config=config, dtype=dtype, attn_implementation=attn_implementation, local_files_only=True
         )
     codec.model.eval()
     return codec
+
+
+def attention_implementations(model: Any) -> list[str]:
+    """Every attention implementation the (sub)models of `model` really run, for the provenance: a
+    mismatch with what was asked is a loader bug worth seeing (see load_codec)."""
+    found = set()
+    for module in model.modules():
+        impl = getattr(getattr(module, "config", None), "_attn_implementation", None)
+        if impl is not None:
+            found.add(str(impl))
+    return sorted(found)

@@ -308,6 +308,9 @@ def record(
             }
             with writer.case(case.name, provenance) as case_writer:
                 roots = models.roots(case)
+                case_writer.provenance["attn_implementation_loaded"] = {
+                    prefix or "tts": checkpoints.attention_implementations(root) for prefix, root in roots.items()
+                }
                 isolated = None
                 if twin is not None:
                     from .precision import clean_mel_spectrogram, clean_precision
