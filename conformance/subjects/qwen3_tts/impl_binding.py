@@ -64,18 +64,21 @@ class ImplCandidate(Candidate):
         model = case.provenance.get("model", "codec")
         self.roots = {}
         codec_mod = importlib.import_module("impl.qwen3_tts.codec")
+        # mirror the attention implementation the golden was recorded with (masks and weights differ)
+        attn = str(case.provenance.get("attn_implementation", "eager"))
         if model == "codec":
             folder = checkpoint_folder(store, case, "speech_tokenizer", self.checkpoint)
-            self.roots[CODEC_PREFIX] = self._load(("codec", str(folder), self.dtype), lambda: codec_mod.load_codec(folder, dtype))
+            self.roots[CODEC_PREFIX] = self._load(("codec", str(folder), self.dtype, attn),
+                                                  lambda: codec_mod.load_codec(folder, dtype, attn))  # fmt: skip
         else:
             tts_mod = importlib.import_module("impl.qwen3_tts.tts")
             folder = checkpoint_folder(store, case, model, self.checkpoint)
-            tts = self._load(("tts", str(folder), self.dtype), lambda: tts_mod.load_tts(folder, dtype))
+            tts = self._load(("tts", str(folder), self.dtype, attn), lambda: tts_mod.load_tts(folder, dtype, attn))
             self.roots[""] = tts
             self.roots[CODEC_PREFIX] = tts.speech_tokenizer
             self.functions = dict(getattr(tts_mod, "FUNCTIONS", {}))
 
-    def _load(self, key: tuple[str, str, str], build: Callable[[], Any]) -> Any:
+    def _load(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
         if key not in self._loaded:
             self._loaded[key] = build()
         return self._loaded[key]

@@ -16,7 +16,7 @@ GOLDENS = Path("goldens")
 # (golden, sub-folder of the reports). The float32 golden is calibrated on its own noise records and its
 # float64 reference; the float64 golden holds a float64 candidate to the float64 defaults of the policy.
 RUNS = (("qwen3_tts-tiny-float32.h5", ""), ("qwen3_tts-tiny-float64.h5", "float64"))
-DEFAULT_CANDIDATE = "official:float64"
+DEFAULT_CANDIDATE = "impl"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,123 @@
+"""The Qwen3-TTS 12 Hz speech codec (`Qwen3TTSTokenizerV2Model`) in NumPy.
+
+    root = load_codec(Path(".../speech_tokenizer"), np.float32)   # bound at "speech_tokenizer"
+    wav = decode_codes(root, codes)              # codes (T, Q) -> float32 waveform, 24 kHz
+    codes = encode_waveform(root, wav, 24000)    # waveform -> codes (T, Q)
+
+The module tree mirrors the official one (`root.decoder.pre_transformer.layers.0.self_attn`, ...): see
+codec_decoder.py (decoder) and codec_encoder.py (Mimi encoder). Everything computes in the dtype given
+to `load_codec` (float32 or float64); the spots where the official code forces float32 (RMSNorm, rotary
+embeddings, attention softmax, codebook distances) compute in that dtype too, so float64 is a clean
+float64 oracle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codec_decoder import Qwen3TTSTokenizerV2Decoder
+from .codec_encoder import Qwen3TTSTokenizerV2Encoder
+from .codec_layers import load_weights
+from .nn import Module, tapped
+from .weights import load_config, load_safetensors
+
+ROOT_PATH = "speech_tokenizer"
+
+
+class Qwen3TTSTokenizerV2Model(Module):
+    def __init__(self, config: dict[str, Any], dtype: Any = np.float32, attn_implementation: str = "sdpa") -> None:
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.encoder_valid_num_quantizers = config.get("encoder_valid_num_quantizers", 16)
+        self.input_sample_rate = config.get("input_sample_rate", 24000)
+        self.output_sample_rate = config.get("output_sample_rate", 24000)
+        self.decode_upsample_rate = config.get("decode_upsample_rate", 1920)
+        self.encode_downsample_rate = config.get("encode_downsample_rate", 1920)
+        self.unused_weights: list[str] = []
+        encoder_config = {**config["encoder_config"], "_attn_implementation": attn_implementation}
+        decoder_config = {**config["decoder_config"], "_attn_implementation": attn_implementation}
+        self.encoder = Qwen3TTSTokenizerV2Encoder(encoder_config)
+        self.decoder = Qwen3TTSTokenizerV2Decoder(decoder_config)
+
+    @tapped
+    def encode(self, input_values: np.ndarray, padding_mask: np.ndarray | None = None,
+               return_dict: bool | None = None) -> Any:  # fmt: skip
+        """Waveforms (B, L) and their padding mask (B, L) -> per item codes (frames, valid quantizers),
+        frames = ceil(unpadded length / encode_downsample_rate)."""
+        return_dict = return_dict if return_dict is not None else self.config.get("return_dict", True)
+        encoded = self.encoder.encode(input_values=input_values[:, None], return_dict=True)
+        audio_codes = encoded["audio_codes"][:, : self.encoder_valid_num_quantizers]
+        if padding_mask is None:
+            raise TypeError("encode needs the padding mask (the official code zips over it)")
+        audio_codes = [
+            np.ascontiguousarray(code[..., : -(-int(mask.sum()) // self.encode_downsample_rate)].T)
+            for code, mask in zip(audio_codes, padding_mask)
+        ]
+        return {"audio_codes": audio_codes} if return_dict else (audio_codes,)
+
+    @tapped
+    def decode(self, audio_codes: np.ndarray, return_dict: bool | None = None) -> Any:
+        """Codes (B, T, Q), right-padded with -1 -> per item waveforms of (unpadded frames * upsample) samples."""
+        return_dict = return_dict if return_dict is not None else self.config.get("return_dict", True)
+        audio_lengths = (audio_codes[..., 0] > -1).sum(1) * self.decode_upsample_rate  # only codebook 0 counts
+        audio_codes = np.maximum(audio_codes, 0)  # padding frames decode as code 0, then get cut off
+        audio_values = self.decoder.chunked_decode(np.swapaxes(audio_codes, 1, 2))[:, 0]
+        audio_values = [a[:length] for a, length in zip(audio_values, audio_lengths)]
+        return {"audio_values": audio_values} if return_dict else (audio_values,)
+
+
+def _read_tensors(folder: Path, dtype: Any) -> dict[str, np.ndarray]:
+    """model.safetensors, or the shards named by model.safetensors.index.json."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        tensors: dict[str, np.ndarray] = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            tensors.update(load_safetensors(folder / shard, dtype))
+        return tensors
+    return load_safetensors(folder / "model.safetensors", dtype)
+
+
+def load_codec(
+    folder: Path | str, dtype: Any = np.float32, attn_implementation: str = "eager"
+) -> Qwen3TTSTokenizerV2Model:
+    """The codec of a checkpoint folder (the official `speech_tokenizer/` layout: config.json +
+    model.safetensors), computing in `dtype`, bound at the official path "speech_tokenizer".
+    attn_implementation "eager" (what the goldens record) makes attention modules return (output, weights)
+    with additive float masks; "sdpa" (the official loader's default) returns (output, None) with boolean
+    masks."""
+    folder = Path(folder)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"the codec computes in float32 or float64, not {dtype}")
+    root = Qwen3TTSTokenizerV2Model(load_config(folder), dtype, attn_implementation)
+    root.bind(ROOT_PATH)
+    root.unused_weights = load_weights(root, _read_tensors(folder, dtype), ROOT_PATH)
+    return root
+
+
+def decode_codes(root: Qwen3TTSTokenizerV2Model, codes: np.ndarray) -> np.ndarray:
+    """`Qwen3TTSTokenizer.decode([{"audio_codes": codes}])[0][0]`: codes (T, Q) -> float32 waveform."""
+    codes = np.asarray(codes, dtype=np.int64)
+    decoded = root.decode(codes[None], return_dict=True)
+    return decoded["audio_values"][0].astype(np.float32)  # the wrapper returns float32 whatever the model dtype
+
+
+def encode_waveform(root: Qwen3TTSTokenizerV2Model, wav: np.ndarray, sr: int) -> np.ndarray:
+    """`Qwen3TTSTokenizer.encode(wav, sr=sr).audio_codes[0]`: mono waveform -> codes (T, Q) int64.
+    The feature extractor (EncodecFeatureExtractor) of one waveform adds no padding: mask all ones."""
+    wav = np.asarray(wav)
+    if wav.ndim > 1:
+        wav = np.mean(wav, axis=-1)
+    if int(sr) != root.input_sample_rate:
+        raise NotImplementedError(
+            f"resampling {sr} Hz to {root.input_sample_rate} Hz (the official wrapper uses librosa) is not implemented"
+        )
+    wav = wav.astype(np.float32)
+    input_values = wav[None].astype(root.dtype)  # (1, L), cast to the model dtype like `inputs.to(model.dtype)`
+    padding_mask = np.ones((1, wav.shape[0]), dtype=np.int32)
+    encoded = root.encode(input_values, padding_mask, return_dict=True)
+    return encoded["audio_codes"][0]
