@@ -58,7 +58,8 @@ def tests(session: nox.Session) -> None:
     _ensure_system_tools(session)
     _install_recording_stack(session, "record,impl,test")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    session.run("pytest", *session.posargs, env=env)
+    # two worker processes (CI has two cores); the suite's heavy parts are model loads and full case runs
+    session.run("pytest", "--numprocesses=auto", "--maxprocesses=4", *session.posargs, env=env)
 
 
 @nox.session(python="3.11")
@@ -104,3 +105,28 @@ def fuzz(session: nox.Session) -> None:
     _install_recording_stack(session, "record,impl,test")
     env = {"HF_HUB_OFFLINE": "1", "HYPOTHESIS_PROFILE": "fuzz"}
     session.run("pytest", "tests/impl", "tests/store", "tests/compare/test_metrics.py", "-q", *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
+def checking_side(session: nox.Session) -> None:
+    """The checking side without torch, as a port's CI runs it: install the package alone (no extras), prove
+    torch is absent, export the codec goldens, run the foreign-port example (examples/foreign_port), check
+    its dump through its map (must pass), then check a dump with one perturbed layer (must fail, exit 1)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    session.run("python", "-c", "import importlib.util, sys; sys.exit('torch is installed: the checking side must "
+                "not need it' if importlib.util.find_spec('torch') else 0)")  # fmt: skip
+    golden = f"{GOLDENS}/qwen3_tts-tiny-float32.h5"
+    cases = ["codec_decode_short", "codec_decode_long"]
+    work = session.create_tmp()
+    export, dumps, bad = f"{work}/export", f"{work}/dumps", f"{work}/bad"
+    session.run("conformance", "export", "--goldens", golden, "--cases", *cases, "-o", export)
+    for case in cases:
+        session.run("python", "examples/foreign_port/port.py", "--export", f"{export}/{case}", "-o",
+                    f"{dumps}/{case}.safetensors")  # fmt: skip
+    check = ["conformance", "check", "--goldens", golden, "--map", "examples/foreign_port/map.toml"]
+    session.run(*check, "--cases", *cases, "--candidate", f"dump:{dumps}", "--reports", f"{work}/reports")
+    session.run("python", "examples/foreign_port/port.py", "--export", f"{export}/codec_decode_short", "-o",
+                f"{bad}/codec_decode_short.safetensors", "--perturb", "dec.stage1.res0.a1")  # fmt: skip
+    session.run(*check, "--cases", "codec_decode_short", "--candidate", f"dump:{bad}", "--reports",
+                f"{work}/reports-perturbed", env={"CONFORMANCE_EXPORT_DIR": export}, success_codes=[1])  # fmt: skip

@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .compare import cli as compare_cli
 
     compare_cli.add_commands(sub)
+    __import__(f"{__package__}.ports.cli", fromlist=["add_commands"]).add_commands(sub)  # export
     return parser
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..store.reader import Case, GoldenStore
 from ..store.schema import CallRecord
+from .results import CaseResult
 
 # sink(key, phase, args, kwargs, outputs): phase "call" when a component starts (args/kwargs set),
 # "return" when it returns (outputs set). Calls of one key are numbered in the order they start.
@@ -37,6 +38,7 @@ class Candidate(ABC):
 
     name: str = "candidate"
     dtype: str | None = None  # the precision the candidate computes in, when it has one
+    default_modes: tuple[str, ...] = ("isolated", "chained")  # what `check` runs when --mode is not given
 
     def prepare(self, store: GoldenStore, case: Case) -> None:
         """Load what the case needs (weights from the checkpoint named in its provenance). Raises
@@ -57,6 +59,10 @@ class Candidate(ABC):
 
     def release(self) -> None:
         """Free per-case state (called after each case)."""
+
+    def review(self, case: Case, result: CaseResult, mode: str) -> None:
+        """Called once a mode of a case has been judged and blamed: a candidate may add notes or refine
+        the blame with what only it knows (a dump blames through the golden producers of each input)."""
 
     @property
     def description(self) -> str:

@@ -30,7 +30,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--candidate", default="impl",
                    help="impl[:float32|float64] | official[:float32|float64][:perturb=<param>[@scale]] | dump:PATH "
                         "(default impl)")  # fmt: skip
-    p.add_argument("--mode", default="both", choices=("isolated", "chained", "both"))
+    p.add_argument("--mode", default=None, choices=("isolated", "chained", "both"),
+                   help="default: both, or what the candidate supports (chained for dumps)")  # fmt: skip
     p.add_argument("--policy", type=Path,
                    help="tolerance policy (TOML, or a pyproject.toml with [tool.conformance]); default: "
                         "./conformance-policy.toml, else ./pyproject.toml's table, else built-in")  # fmt: skip
@@ -44,6 +45,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--allow-partial", action="store_true", help="modules the candidate lacks do not fail the run")
+    p.add_argument("-j", "--jobs", type=int, default=1,
+                   help="check cases in this many worker processes (same verdicts as one; default 1)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.set_defaults(func=cmd_check)
 
@@ -107,30 +110,76 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     console = Console(stderr=True, quiet=args.quiet)
     policy = load_policy(find_policy(args.policy))
-    modes = ("isolated", "chained") if args.mode == "both" else (args.mode,)
     candidate = make_candidate(args.candidate, args.checkpoint, args.map)
+    if args.mode is None:
+        modes = tuple(getattr(candidate, "default_modes", ("isolated", "chained")))
+    else:
+        modes = ("isolated", "chained") if args.mode == "both" else (args.mode,)
     with GoldenStore(args.goldens) as store:
         reference_path = args.reference64 or engine.find_reference(args.goldens)
         reference = GoldenStore(reference_path) if reference_path else None
         from ..subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
 
-        if not policy.tokens.logits:
-            from dataclasses import replace
-
-            policy = replace(policy, tokens=replace(policy.tokens, logits=tuple(TOKEN_LOGITS)))
+        policy = with_token_logits(policy, TOKEN_LOGITS)
         options = engine.CheckOptions(modes=modes, cases=args.cases, modules=args.modules, reference=reference,
                                       allow_partial=args.allow_partial, command=shlex.join(["conformance", *argv]),
                                       subject=SUBJECT)  # fmt: skip
+        cases = args.cases or store.cases
         try:
-            with _progress(console, args.quiet) as progress:
-                options.on_progress = progress
-                run = engine.check(store, candidate, policy, options)
+            if args.jobs > 1 and len(cases) > 1:
+                run = _check_in_parallel(args, store, candidate, policy, options, modes, reference_path, cases)
+            else:
+                with _progress(console, args.quiet) as progress:
+                    options.on_progress = progress
+                    run = engine.check(store, candidate, policy, options)
         finally:
             if reference is not None:
                 reference.close()
     summary = write_reports(run, args.reports, html=not args.no_html, console=console)
     _print_table(console, summary)
+    _print_replay_bundles(summary)
     return run.exit_code
+
+
+def _print_replay_bundles(summary: dict[str, Any]) -> None:
+    """Where to unit-test each blamed module on its own (dumps: the replay bundle `conformance export` writes).
+    Printed even with --quiet: it is the one line a port author acts on."""
+    for case in summary["cases"]:
+        for mode, blame in case["blame"].items():
+            if blame and blame.get("replay_bundle"):
+                print(f"blame {case['case']} ({mode}): {blame['key']}#{blame['call']} — replay bundle: "
+                      f"{blame['replay_bundle']}")  # fmt: skip
+
+
+def with_token_logits(policy: Any, logits: Sequence[str]) -> Any:
+    """The subject's logits modules unless the policy names its own."""
+    if policy.tokens.logits:
+        return policy
+    from dataclasses import replace
+
+    return replace(policy, tokens=replace(policy.tokens, logits=tuple(logits)))
+
+
+def _check_in_parallel(args: argparse.Namespace, store: Any, candidate: Any, policy: Any, options: Any,
+                       modes: tuple[str, ...], reference: Path | None, cases: list[str]) -> Any:  # fmt: skip
+    import time
+
+    from . import engine
+    from .parallel import Job, check_parallel
+    from .results import RunResult
+
+    missing = [name for name in cases if name not in store.cases]
+    if missing:
+        raise UsageError(f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path)
+    job = Job(str(args.goldens), str(reference) if reference else None, args.candidate,
+              str(args.checkpoint) if args.checkpoint else None, str(args.map) if args.map else None,
+              str(policy.path) if policy.path else None, tuple(modes), tuple(args.modules) if args.modules else None,
+              args.allow_partial, options.command)  # fmt: skip
+    template = RunResult(candidate.description, str(store.path), policy.describe(), options.command,
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0,
+                         engine._provenance_summary(store, store.case(cases[0])), modes=list(modes),
+                         allow_partial=args.allow_partial)  # fmt: skip
+    return check_parallel(job, list(cases), args.jobs, template)
 
 
 def write_reports(run: Any, folder: Path, html: bool = True, console: Any = None) -> dict[str, Any]:
@@ -141,6 +190,12 @@ def write_reports(run: Any, folder: Path, html: bool = True, console: Any = None
     writers.write_junit(summary, folder / "junit.xml")
     writers.append_history(summary, folder / "history.jsonl")
     html_name = None
+    try:
+        from ..report.artifacts import save_artifacts
+    except ImportError:
+        save_artifacts = None
+    if save_artifacts is not None:  # the candidate arrays the page draws on, so `conformance report` can redraw it
+        save_artifacts(run.artifacts, folder / "artifacts.npz", summary)
     if html:
         try:
             from ..report.html import render_report
@@ -179,8 +234,12 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from ..report.html import render_report
     except ImportError:
         raise UsageError("the HTML report is not available in this version") from None
+    from ..report.artifacts import load_artifacts
+
     folder = args.output.parent
-    render_report(summary, args.output, history=writers.read_history(folder / "history.jsonl"), artifacts=None)
+    history = writers.read_history(args.summary.parent / "history.jsonl")
+    artifacts = load_artifacts(args.summary.parent / "artifacts.npz", summary)
+    render_report(summary, args.output, history=history, artifacts=artifacts)
     writers.write_markdown(summary, folder / "summary.md", args.output.name)
     print(f"wrote {args.output}")
     return 0

@@ -35,6 +35,7 @@ from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays,
 from .stream import streamed_metrics
 
 STREAM_ELEMENTS = 1 << 22  # elements read per golden chunk by the reader thread
+STREAM_RING = 5  # buffers the reader cycles through: the queue holds 2 chunks, the consumer one, the reader one
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -71,6 +72,8 @@ class CheckOptions:
     on_progress: Callable[[str, int, int], None] | None = None
     subject: Any = None  # subject hooks (token locations, retained outputs)
     keep: set[str] = field(default_factory=set)  # module keys whose candidate outputs are kept for the report
+    keep_failing: int = 4  # failing calls per case and mode whose candidate outputs are kept for the report
+    keep_failing_bytes: int = 8 << 20  # byte budget per run for those
 
 
 def _is_array(value: Any) -> bool:
@@ -80,6 +83,36 @@ def _is_array(value: Any) -> bool:
 def flatten_numpy(value: Any, root: str, top: bool = False) -> dict[str, Any]:
     """Name a candidate's leaves the way the recorder names golden leaves."""
     return tree.flatten(value, root, top, is_tensor=lambda v: isinstance(v, (np.ndarray, np.generic)))
+
+
+class FailingKeeper:
+    """Keeps the candidate's values of failing float output tensors, so the report can show where inside a
+    tensor the error sits: the first `calls` failing calls per case and mode, under a byte budget per run.
+    Kept values land in `kept[case][(key, call)]` under their role for chained mode (like the subject's
+    retained outputs) and under "isolated:<role>" for isolated mode (a module's two outputs differ)."""
+
+    def __init__(self, calls: int, budget: int) -> None:
+        self.calls = calls
+        self.budget = budget
+        self.used = 0
+        self.kept: dict[str, dict[tuple[str, int], dict[str, np.ndarray]]] = defaultdict(dict)
+        self._calls: dict[tuple[str, str], set[tuple[str, int]]] = defaultdict(set)
+
+    def offer(self, tensor: TensorResult, value: Any) -> None:
+        if tensor.status != FAIL or not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+            return
+        if list(value.shape) != list(tensor.shape):
+            return
+        calls = self._calls[(tensor.case, tensor.mode)]
+        index = (tensor.key, tensor.call)
+        if (index not in calls and len(calls) >= self.calls) or value.nbytes > self.budget - self.used:
+            return
+        role = tensor.role if tensor.mode == "chained" else f"isolated:{tensor.role}"
+        slot = self.kept[tensor.case].setdefault(index, {})
+        if role not in slot:
+            slot[role] = np.array(value, copy=True)
+            calls.add(index)
+            self.used += value.nbytes
 
 
 class Judge:
@@ -168,7 +201,7 @@ class Judge:
 
         def metrics(atol: float, rtol: float) -> Metrics:
             acc = MetricAccumulator(tuple(leaf.shape), leaf.dtype, atol, rtol)
-            return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS), read, acc)
+            return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS, ring=STREAM_RING), read, acc)
 
         return self._judge_float(result, leaf, metrics)
 
@@ -190,7 +223,7 @@ class Judge:
         if leaf.nbytes <= 4 * CHUNK_ELEMENTS * 4:
             return compare_arrays(self.case.tensor(leaf), candidate, dtype=leaf.dtype, atol=atol, rtol=rtol)
         acc = MetricAccumulator(tuple(leaf.shape), leaf.dtype, atol, rtol)
-        return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS), candidate.reshape(-1), acc)
+        return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS, ring=STREAM_RING), candidate.reshape(-1), acc)
 
     def _judge_mask(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """Additive attention masks hold 0 where attention is allowed and a huge negative number where it
@@ -306,7 +339,7 @@ def _input_leaves(case: Case, key: str, call: int) -> list[LeafRecord]:
 
 
 def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckOptions,
-                 result: CaseResult) -> None:  # fmt: skip
+                 result: CaseResult, keeper: FailingKeeper | None = None) -> None:  # fmt: skip
     calls = [c for c in case.calls_by_completion() if _want(c.key, options.modules)]
     for index, call in enumerate(calls):
         if options.on_progress:
@@ -342,6 +375,8 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
         for leaf in leaves:
             tensor = judge.judge(leaf, produced.get(leaf.role), seq)
             result.tensors.append(tensor)
+            if keeper is not None:
+                keeper.offer(tensor, produced.get(leaf.role))
             if judge.policy.tokens.is_logits(leaf.key) and tensor.status != NOT_COVERED:
                 _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result)
 
@@ -365,8 +400,10 @@ def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, re
 class _ChainedSink:
     """Receives the candidate's calls and judges each against the golden call with the same key and index."""
 
-    def __init__(self, case: Case, judge: Judge, options: CheckOptions, result: CaseResult) -> None:
+    def __init__(self, case: Case, judge: Judge, options: CheckOptions, result: CaseResult,
+                 keeper: FailingKeeper | None = None) -> None:  # fmt: skip
         self.case = case
+        self.keeper = keeper
         self.judge = judge
         self.options = options
         self.result = result
@@ -412,12 +449,15 @@ class _ChainedSink:
         if key in self.options.keep:
             self.kept[(key, index)] = {role: np.array(v) for role, v in produced.items() if isinstance(v, np.ndarray)}
         for leaf in _output_leaves(self.case, key, index):
-            self.result.tensors.append(self.judge.judge(leaf, produced.get(leaf.role), (record.seq_start, record.seq_end)))
+            tensor = self.judge.judge(leaf, produced.get(leaf.role), (record.seq_start, record.seq_end))
+            self.result.tensors.append(tensor)
+            if self.keeper is not None and (key, index) not in self.kept:
+                self.keeper.offer(tensor, produced.get(leaf.role))
 
 
-def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOptions,
-                result: CaseResult) -> dict[tuple[str, int], dict[str, Any]]:  # fmt: skip
-    sink = _ChainedSink(case, judge, options, result)
+def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOptions, result: CaseResult,
+                keeper: FailingKeeper | None = None) -> dict[tuple[str, int], dict[str, Any]]:  # fmt: skip
+    sink = _ChainedSink(case, judge, options, result, keeper)
     if not candidate.can_chain(case):
         message = "the candidate cannot run this case end to end"
         _mark_unseen(case, options, result, sink.seen, message)
@@ -564,6 +604,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         modes=list(options.modes),
         allow_partial=options.allow_partial,
     )
+    keeper = FailingKeeper(options.keep_failing, options.keep_failing_bytes) if options.keep_failing > 0 else None
     for name in names:
         case = store.case(name)
         result = CaseResult(name, case.provenance.get("family", ""), case.dtype, list(options.modes),
@@ -573,22 +614,29 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         try:
             if "isolated" in options.modes:
                 t = time.time()
-                run_isolated(case, candidate, Judge(policy, case, reference, "isolated"), options, result)
+                run_isolated(case, candidate, Judge(policy, case, reference, "isolated"), options, result, keeper)
                 result.seconds["isolated"] = round(time.time() - t, 3)
                 result.blame["isolated"] = blame(result, "isolated")
+                candidate.review(case, result, "isolated")
             if "chained" in options.modes:
                 t = time.time()
                 keep = set(options.keep)
                 if options.subject is not None and hasattr(options.subject, "keep"):
                     keep |= set(options.subject.keep(case))
                 chained_options = CheckOptions(**{**options.__dict__, "keep": keep})
-                kept = run_chained(case, candidate, Judge(policy, case, reference, "chained"), chained_options, result)
+                kept = run_chained(case, candidate, Judge(policy, case, reference, "chained"), chained_options, result,
+                                   keeper)  # fmt: skip
                 free_running(case, kept, policy, result, options.subject)
                 result.seconds["chained"] = round(time.time() - t, 3)
                 result.blame["chained"] = blame(result, "chained")
+                candidate.review(case, result, "chained")
                 run.artifacts[name] = kept
         finally:
             candidate.release()
+        for index, roles in (keeper.kept.pop(name, {}) if keeper is not None else {}).items():
+            slot = run.artifacts.setdefault(name, {}).setdefault(index, {})
+            for role, value in roles.items():
+                slot.setdefault(role, value)
         result.growth = growth(result)
         run.cases.append(result)
     run.seconds = time.time() - started

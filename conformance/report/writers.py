@@ -127,6 +127,7 @@ def append_history(summary: dict[str, Any], path: Path) -> dict[str, Any]:
                 worst.setdefault(f"{case['case']}/{mode}", {})[row["key"]] = row["rel_l2"]
     entry = {
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started_utc": summary.get("started_utc"),  # ties the entry to its summary.json (the report finds "this run")
         "commit": _git_commit(),
         "candidate": summary["candidate"],
         "goldens": summary["goldens"],

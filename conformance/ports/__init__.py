@@ -1,0 +1,13 @@
+"""The language-neutral contract between the golden store and a port in any runtime (numpy only, no torch).
+
+* `export`: the inputs a port must feed, every golden tensor and a JSON manifest (names, shapes, dtypes,
+  layouts, call indices, config, tolerances) as safetensors or npz, plus one replay bundle per module call
+  (golden inputs, the module's weight slice, expected outputs) so a port can unit-test one layer.
+* `dump`: a port's tensor dump (safetensors, npz or HDF5; a file or a folder) as a check candidate,
+  replayed in golden execution order (chained mode).
+* `mapping`: the port's name and layout map (TOML): rename rules with regex groups and index arithmetic,
+  explicit tables, per-rule transforms (permute, split, reshape, dtype), ignore rules with a reason.
+* `blame`: for dumps, the first module whose outputs fail while the producers of its inputs pass.
+
+See docs/porting-guide.md.
+"""
