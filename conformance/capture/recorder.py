@@ -66,12 +66,12 @@ def tensor_to_numpy(value: torch.Tensor | np.ndarray) -> tuple[np.ndarray, str |
     """Raw storage of a tensor and, for dtypes numpy lacks, the logical dtype name."""
     if isinstance(value, np.ndarray):
         return value, None
-    t = value.detach()
+    t = value.detach() if value.requires_grad else value
     if t.device.type != "cpu":
         t = t.cpu()
     if t.dtype == torch.bfloat16:
         return t.contiguous().view(torch.int16).numpy().view(np.uint16), "bfloat16"
-    if t.is_conj():
+    if t.is_complex() and t.is_conj():
         t = t.resolve_conj()
     return t.contiguous().numpy(), None
 
@@ -101,6 +101,32 @@ def describe_object(value: Any) -> dict[str, Any]:
     return description
 
 
+_CACHE_CLASS: list[Any] = []
+CACHE_ALIAS_BYTES = 1 << 20  # caches smaller than this are recorded in full in every call (tiny models)
+
+
+def _mark_from(node: Any, key: str, call: int) -> Any:
+    """A copy of a spec whose leaves say they belong to call `key#call`."""
+    if isinstance(node, dict):
+        if "leaf" in node:
+            return {**node, "from": [key, call]}
+        return {k: _mark_from(v, key, call) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mark_from(v, key, call) for v in node]
+    return node
+
+
+def _cache_class() -> Any:
+    """transformers' Cache base class, imported once (this runs for every leaf of every call)."""
+    if not _CACHE_CLASS:
+        try:
+            from transformers.cache_utils import Cache
+        except ImportError:  # pragma: no cover - torch models here always come with transformers
+            Cache = None  # type: ignore[assignment,misc]
+        _CACHE_CLASS.append(Cache)
+    return _CACHE_CLASS[0]
+
+
 def cache_contents(value: Any) -> dict[str, Any] | None:
     """The tensors of a transformers KV cache, layer by layer, or None for anything that is not one.
 
@@ -109,11 +135,8 @@ def cache_contents(value: Any) -> dict[str, Any] | None:
     concatenates into new tensors each step, and the recorder stores each tensor once, so this costs
     one copy of each layer's cache per step.
     """
-    try:
-        from transformers.cache_utils import Cache
-    except ImportError:  # pragma: no cover - torch models here always come with transformers
-        return None
-    if not isinstance(value, Cache) or not hasattr(value, "layers"):
+    cache_class = _cache_class()
+    if cache_class is None or not isinstance(value, cache_class) or not hasattr(value, "layers"):
         return None
     layers = []
     for layer in value.layers:
@@ -307,6 +330,7 @@ class Recorder(Hooks):
         self.on_call = on_call
         self._stacks: dict[int, list[_Frame]] = {}
         self._known: dict[int, tuple[weakref.ref[Any], Any, int | None, tuple[int, ...], str]] = {}
+        self._cache_memo: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
         self.calls_recorded = 0
 
     def __enter__(self) -> Recorder:
@@ -355,7 +379,33 @@ class Recorder(Hooks):
             else:
                 self._record_value(leaf, leaf_role, key, call)
 
-        return build_spec(value, role, visit, top=top)
+        def alias(item: Any, path: str) -> dict[str, Any] | None:
+            return self._cache_alias(item, path, key, call, visit)
+
+        return tree.build_spec(value, role, visit, top, is_tensor=_is_tensor, expand=cache_contents, alias=alias)
+
+    def _cache_alias(self, item: Any, path: str, key: str, call: int, visit: Any) -> dict[str, Any] | None:
+        """Large KV caches are not flattened again layer by layer: every decoder layer receives the whole
+        cache, which would cost layers x layers rows per generated token. A cache layer whose tensors are
+        the ones an earlier call recorded reuses that call's structure, its leaves marked with where
+        they live (`"from": [key, call]`); only layers that changed are recorded here."""
+        contents = cache_contents(item)
+        if contents is None:
+            return None
+        tensors = [t for layer in contents["layers"] for t in (layer["keys"], layer["values"]) if t is not None]
+        if sum(t.numel() * t.element_size() for t in tensors) < CACHE_ALIAS_BYTES:
+            return None
+        layers = []
+        for index, layer in enumerate(contents["layers"]):
+            state = tuple((id(t), _version(t)) if t is not None else None for t in (layer["keys"], layer["values"]))
+            memo = self._cache_memo.get(state)
+            if memo is not None and memo[0] is layer["keys"]:
+                layers.append(memo[1])
+                continue
+            node = tree.build_spec(layer, f"{path}/layers/{index}", visit, is_tensor=_is_tensor)
+            self._cache_memo[state] = (layer["keys"], _mark_from(node, key, call))
+            layers.append(node)
+        return {"dict": {"layers": {"list": layers}}, "type": type(item).__qualname__}
 
     def _record_value(self, value: Any, role: str, key: str, call: int) -> None:
         if value is None:
@@ -377,28 +427,28 @@ class Recorder(Hooks):
             self.case.add_value(key, call, role, "object", describe_object(value))
 
     def _record_tensor(self, value: torch.Tensor | np.ndarray, role: str, key: str, call: int) -> None:
-        raw, logical = tensor_to_numpy(value)
-        dtype_name = logical or raw.dtype.name
         known = self._known.get(id(value))
         if known is not None:
-            ref, target, version, shape, known_dtype = known
-            if ref() is value and tuple(raw.shape) == shape and dtype_name == known_dtype:
+            # Most inputs are an earlier call's outputs (and KV caches repeat in every layer's kwargs):
+            # recognise them before any conversion, which costs more than the reference itself.
+            ref, target, version, shape, dtype = known
+            if ref() is value and tuple(value.shape) == shape and value.dtype == dtype:
                 current = _version(value) if isinstance(value, torch.Tensor) else None
                 if version is not None and current is not None:
                     unchanged = version == current
                 else:  # no version counter: compare the bytes
-                    record = self._written(target)
-                    unchanged = checksum(raw) == record.crc32
+                    unchanged = checksum(tensor_to_numpy(value)[0]) == self._written(target).crc32
                 if unchanged:
                     self.case.add_reference(key, call, role, target)
                     return
+        raw, logical = tensor_to_numpy(value)
         target = self.case.add_tensor(key, call, role, raw, logical)
         try:
             ref = weakref.ref(value)
         except TypeError:
             return
         version = _version(value) if isinstance(value, torch.Tensor) else None
-        self._known[id(value)] = (ref, target, version, tuple(raw.shape), dtype_name)
+        self._known[id(value)] = (ref, target, version, tuple(value.shape), value.dtype)
 
     def _written(self, target: Any) -> LeafRecord:
         """The written record behind a background writer's handle (waits for the writer if needed)."""

@@ -280,6 +280,9 @@ class Case:
         values = {leaf.role: leaf for leaf in self.leaves(key, call)}
 
         def build(node: Any) -> Any:
+            if isinstance(node, dict) and "leaf" in node and "from" in node:  # recorded by an earlier call
+                other_key, other_call = node["from"]
+                return self.value(self.leaf(other_key, int(other_call), node["leaf"]))
             if isinstance(node, dict) and "leaf" in node:
                 leaf = values.get(node["leaf"])
                 if leaf is None:

@@ -29,15 +29,22 @@ def build_spec(
     *,
     is_tensor: Callable[[Any], bool] = lambda v: isinstance(v, np.ndarray),
     expand: Callable[[Any], dict[str, Any] | None] = lambda v: None,
+    alias: Callable[[Any, str], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Visit the leaves of `value` as (role, leaf, kind) and return the structure that rebuilds it.
 
     kind is "tensor", "json" (a list of more than four plain scalars, kept as one leaf) or "value".
     A bare tensor at the top (an output that is one tensor) is named `<role>/0`. `expand` turns an
     object into a dict to recurse into (KV caches become their layers' tensors); its type is kept.
+    `alias` may return a ready-made node for an item already recorded in another call (its leaves then
+    carry `"from": [key, call]` and are not visited again).
     """
 
     def go(item: Any, path: str, at_top: bool) -> dict[str, Any]:
+        if alias is not None:
+            aliased = alias(item, path)
+            if aliased is not None:
+                return aliased
         expanded = expand(item)
         if expanded is not None:
             node = go(expanded, path, False)

@@ -266,8 +266,16 @@ class CaseWriter:
             array = np.ascontiguousarray(array)
         dtype_name = logical_dtype or array.dtype.name
         shape = tuple(int(d) for d in array.shape)
-        crc = checksum(array)
         tier = self.policy.tier_for(array.nbytes)
+        if tier == "full" and array.nbytes > max(self.policy.stack_max_bytes, PARALLEL_CRC_BYTES):
+            # a large tensor: its checksum is computed by a helper thread while HDF5 writes it
+            pending = _crc_pool().submit(checksum, array)
+            record = self._single(key, call, role, array, dtype_name, shape, pending)
+            self._append_leaf(record)
+            self.n_tensors += 1
+            self.n_bytes += array.nbytes
+            return record
+        crc = checksum(array)
         if tier != "full":
             summary = summarize(array if dtype_name not in schema.RAW_STORAGE else schema.bfloat16_to_float32(array))
             summary["crc32"] = crc
@@ -288,7 +296,7 @@ class CaseWriter:
         )  # fmt: skip
 
     def _single(
-        self, key: str, call: int, role: str, array: np.ndarray, dtype_name: str, shape: tuple[int, ...], crc: int
+        self, key: str, call: int, role: str, array: np.ndarray, dtype_name: str, shape: tuple[int, ...], crc: Any
     ) -> LeafRecord:
         location = f"tensors/{schema.escape_component(key)}/{role_name(role)}@call_{call:06d}"
         # Contiguous unless compressed: a contiguous dataset reads at disk speed (chunked ~2x slower).
@@ -303,6 +311,8 @@ class CaseWriter:
         )
         if dtype_name != array.dtype.name:
             dataset.attrs["dtype"] = dtype_name
+        if not isinstance(crc, int):
+            crc = crc.result()
         return LeafRecord(key, call, role, KIND_TENSOR, dtype_name, shape, location, -1, crc, "", "full", "")
 
     def _stack_row(
@@ -392,6 +402,20 @@ class CaseWriter:
         self.closed = True
 
 
+PARALLEL_CRC_BYTES = 4 * 1024 * 1024
+_POOL: Any = None
+
+
+def _crc_pool() -> Any:
+    """One helper thread for checksums (zlib releases the GIL, so it runs beside HDF5's write)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conformance-crc")
+    return _POOL
+
+
 def _chunk_shape(
     shape: tuple[int, ...], itemsize: int, target_bytes: int, stacked: bool = False
 ) -> tuple[int, ...] | None:
@@ -459,8 +483,8 @@ class GoldenWriter:
         self.file.attrs["complete"] = True
         self.file.attrs["cases"] = to_json(self.cases)
         self.file.close()
-        with open(self.tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
+        # No fsync: the rename makes the store atomic for interrupted or killed recordings; surviving a
+        # power cut as well would cost seconds per file (re-record instead).
         os.replace(self.tmp_path, self.path)
         return self.path
 
@@ -509,18 +533,24 @@ class AsyncCaseWriter:
 
     The recording thread only copies each new tensor (it may change in place once its module returns)
     and queues it; everything that touches HDF5 happens in the writer thread, in queue order. The
-    bytes queued are bounded (`max_bytes`), so a slow disk slows the recording instead of filling
-    memory. An error in the writer thread is raised in the recording thread at the next call.
+    bytes held by the writer (queued copies and recycled buffers) stay below twice the largest tensor
+    seen so far (and at least `min_bytes`), so recording adds about two activations to the model's
+    peak memory, and a slow disk slows the recording instead of filling memory. An error in the
+    writer thread is raised in the recording thread at the next call.
     """
 
-    def __init__(self, case: CaseWriter, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(self, case: CaseWriter, min_bytes: int = 16 * 1024 * 1024) -> None:
         import threading
         from collections import deque
 
         self.case = case
-        self.max_bytes = max_bytes
+        self.min_bytes = min_bytes
+        self._largest = 0
         self._queue: deque[tuple[Any, ...]] = deque()
         self._queued_bytes = 0
+        self._free: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}
+        self._free_bytes = 0
+        self._batch: list[tuple[Any, ...]] = []
         self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._stopping = False
@@ -538,8 +568,13 @@ class AsyncCaseWriter:
     def provenance(self) -> dict[str, Any]:
         return self.case.provenance
 
+    @property
+    def max_bytes(self) -> int:
+        return max(self.min_bytes, 2 * self._largest)
+
     def _put(self, item: tuple[Any, ...], nbytes: int = 0) -> None:
         with self._cond:
+            self._largest = max(self._largest, nbytes)
             while (self._queued_bytes + nbytes > self.max_bytes and self._queued_bytes > 0
                    and self._error is None):  # fmt: skip
                 self._cond.wait()
@@ -552,24 +587,60 @@ class AsyncCaseWriter:
     def add_tensor(self, key: str, call: int, role: str, array: np.ndarray, logical_dtype: str | None = None,
                    owned: bool = False) -> TensorHandle:  # fmt: skip
         handle = TensorHandle()
-        data = array if owned else np.array(array, copy=True)
-        self._put(("tensor", handle, key, call, role, data, logical_dtype), data.nbytes)
+        if owned:
+            data, recycle = array, False
+        else:
+            data, recycle = self._copy(np.asarray(array))
+        self._push_batch()  # rows that came before this tensor stay before it
+        self._put(("tensor", handle, key, call, role, data, logical_dtype, recycle), data.nbytes)
         return handle
 
+    def _copy(self, array: np.ndarray) -> tuple[np.ndarray, bool]:
+        """A private copy of `array`. Large ones go into recycled buffers: copying into fresh memory costs
+        page faults on every page (2 GB/s), into memory already touched ~4x less."""
+        if array.nbytes <= self.case.policy.stack_max_bytes or array.ndim == 0:
+            return np.array(array, copy=True), False  # small: kept by its stack, never recycled
+        with self._cond:
+            self._largest = max(self._largest, array.nbytes)
+            spares = self._free.get((array.shape, array.dtype.str))
+            buffer = spares.pop() if spares else None
+            if buffer is not None:
+                self._free_bytes -= buffer.nbytes
+            elif self._free_bytes + self._queued_bytes + array.nbytes > self.max_bytes:
+                self._free.clear()  # spare buffers of other shapes give way to this copy
+                self._free_bytes = 0
+        if buffer is None:
+            buffer = np.empty(array.shape, array.dtype)
+        np.copyto(buffer, array)
+        return buffer, True
+
+    # Metadata rows are gathered here and queued in batches: one lock round trip per row would cost
+    # more than the row (a generation run has hundreds of thousands).
+    def _small(self, item: tuple[Any, ...]) -> None:
+        self._batch.append(item)
+        if len(self._batch) >= 512:
+            self._push_batch()
+
+    def _push_batch(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._put(("batch", batch))
+
     def add_reference(self, key: str, call: int, role: str, target: TensorHandle | LeafRecord) -> None:
-        self._put(("reference", key, call, role, target))
+        self._small(("reference", key, call, role, target))
 
     def add_value(self, key: str, call: int, role: str, kind: str, value: Any) -> None:
-        self._put(("value", key, call, role, kind, value))
+        self._small(("value", key, call, role, kind, value))
 
     def add_call(self, *args: Any) -> None:
-        self._put(("call", *args))
+        self._small(("call", *args))
 
     def add_oracle(self, *args: Any) -> None:
-        self._put(("oracle", *args))
+        self._small(("oracle", *args))
 
     def flush(self) -> None:
         """Wait until everything queued is written."""
+        self._push_batch()
         with self._cond:
             while self._queue and self._error is None:
                 self._cond.wait()
@@ -608,9 +679,19 @@ class AsyncCaseWriter:
 
     def _handle(self, item: tuple[Any, ...]) -> int:
         kind = item[0]
+        if kind == "batch":
+            for row in item[1]:
+                self._handle(row)
+            return 0
         if kind == "tensor":
-            _, handle, key, call, role, data, logical = item
-            handle.record = self.case.add_tensor(key, call, role, data, logical, owned=True)
+            _, handle, key, call, role, data, logical, recycle = item
+            handle.record = self.case.add_tensor(key, call, role, data, logical, owned=not recycle)
+            if recycle:  # written: its buffer can take the next copy of this shape
+                with self._cond:
+                    # (this item still counts as queued until it is popped)
+                    if self._free_bytes + self._queued_bytes <= self.max_bytes:
+                        self._free.setdefault((data.shape, data.dtype.str), []).append(data)
+                        self._free_bytes += data.nbytes
             return int(data.nbytes)
         if kind == "reference":
             _, key, call, role, target = item
