@@ -305,7 +305,6 @@ class Hooks(AbstractContextManager[Any]):
         return wrapper
 
 
-
 class Recorder(Hooks):
     """Records every call of the hooked modules of `roots` into one case of a golden store.
 

@@ -33,7 +33,7 @@ class NotCovered(Exception):
     """The candidate has no implementation of this component (or cannot run this case)."""
 
 
-class Candidate(ABC):
+class Candidate:
     """Base class of candidates. Subclasses implement what they support; the rest is not covered."""
 
     name: str = "candidate"

@@ -88,7 +88,9 @@ def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | No
         try:
             import torch  # noqa: F401
         except ImportError:
-            raise UsageError("the official candidate needs torch and qwen-tts (pip install 'conformance[record]')") from None
+            raise UsageError(
+                "the official candidate needs torch and qwen-tts (pip install 'conformance[record]')"
+            ) from None
         from ..subjects.qwen3_tts.official_binding import OfficialCandidate, parse_spec
 
         return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
@@ -170,7 +172,9 @@ def _check_in_parallel(args: argparse.Namespace, store: Any, candidate: Any, pol
 
     missing = [name for name in cases if name not in store.cases]
     if missing:
-        raise UsageError(f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path)
+        raise UsageError(
+            f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path
+        )
     job = Job(str(args.goldens), str(reference) if reference else None, args.candidate,
               str(args.checkpoint) if args.checkpoint else None, str(args.map) if args.map else None,
               str(policy.path) if policy.path else None, tuple(modes), tuple(args.modules) if args.modules else None,
@@ -193,14 +197,14 @@ def write_reports(run: Any, folder: Path, html: bool = True, console: Any = None
     try:
         from ..report.artifacts import save_artifacts
     except ImportError:
-        save_artifacts = None
+        save_artifacts = None  # type: ignore[assignment]
     if save_artifacts is not None:  # the candidate arrays the page draws on, so `conformance report` can redraw it
         save_artifacts(run.artifacts, folder / "artifacts.npz", summary)
     if html:
         try:
             from ..report.html import render_report
         except ImportError:
-            render_report = None
+            render_report = None  # type: ignore[assignment]
         if render_report is not None:
             render_report(summary, folder / "index.html", history=writers.read_history(folder / "history.jsonl"),
                           artifacts=run.artifacts)  # fmt: skip

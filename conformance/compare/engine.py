@@ -32,10 +32,6 @@ from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import LeafRecord
 from .candidate import Candidate, NotCovered
 from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
-from .stream import streamed_metrics
-
-STREAM_ELEMENTS = 1 << 22  # elements read per golden chunk by the reader thread
-STREAM_RING = 5  # buffers the reader cycles through: the queue holds 2 chunks, the consumer one, the reader one
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -52,7 +48,11 @@ from .results import (
     TensorResult,
     TokenFinding,
 )
+from .stream import streamed_metrics
 from .tokens import classify, last_position
+
+STREAM_ELEMENTS = 1 << 22  # elements read per golden chunk by the reader thread
+STREAM_RING = 5  # buffers the reader cycles through: the queue holds 2 chunks, the consumer one, the reader one
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -187,7 +187,9 @@ class Judge:
             result.source = "exact (discrete)"
             if not metrics.exact:
                 result.status = FAIL
-                result.message = f"{metrics.integer_mismatch} of {metrics.numel} values differ, first at {metrics.first_outside}"
+                result.message = (
+                    f"{metrics.integer_mismatch} of {metrics.numel} values differ, first at {metrics.first_outside}"
+                )
             result.min_tolerance = {}
             return self._apply_xfail(result, None)
         return self._judge_float(result, leaf, lambda atol, rtol: self._metrics(leaf, candidate, atol, rtol))
@@ -201,7 +203,9 @@ class Judge:
 
         def metrics(atol: float, rtol: float) -> Metrics:
             acc = MetricAccumulator(tuple(leaf.shape), leaf.dtype, atol, rtol)
-            return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS, ring=STREAM_RING), read, acc)
+            return streamed_metrics(
+                self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS, ring=STREAM_RING), read, acc
+            )
 
         return self._judge_float(result, leaf, metrics)
 
@@ -223,7 +227,11 @@ class Judge:
         if leaf.nbytes <= 4 * CHUNK_ELEMENTS * 4:
             return compare_arrays(self.case.tensor(leaf), candidate, dtype=leaf.dtype, atol=atol, rtol=rtol)
         acc = MetricAccumulator(tuple(leaf.shape), leaf.dtype, atol, rtol)
-        return streamed_metrics(self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS, ring=STREAM_RING), candidate.reshape(-1), acc)
+        return streamed_metrics(
+            self.case.iter_tensor_chunks(leaf, max_elements=STREAM_ELEMENTS, ring=STREAM_RING),
+            candidate.reshape(-1),
+            acc,
+        )
 
     def _judge_mask(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """Additive attention masks hold 0 where attention is allowed and a huge negative number where it
@@ -308,14 +316,18 @@ def _verdict(metrics: Metrics, thresholds: dict[str, float]) -> tuple[str, float
             bad = value < limit
         worst_margin = max(worst_margin, margin)
         if bad:
-            failures.append(f"{name} {value:.3g} > {limit:.3g}" if direction == "max" else f"{name} {value:.6g} < {limit:.6g}")
+            failures.append(
+                f"{name} {value:.3g} > {limit:.3g}" if direction == "max" else f"{name} {value:.6g} < {limit:.6g}"
+            )
     if "atol" in thresholds or "rtol" in thresholds:
         atol, rtol = thresholds.get("atol", 0.0), thresholds.get("rtol", 0.0)
         allowed = thresholds.get("frac_outside", 0.0) * metrics.numel
         minimum["atol"] = metrics.min_atol
         minimum["rtol"] = metrics.min_rtol
         # the share of the atol budget used at the rule's rtol (1 = exactly at the limit)
-        worst_margin = max(worst_margin, metrics.min_atol / atol if atol > 0 else (0.0 if metrics.min_atol <= 0 else math.inf))
+        worst_margin = max(
+            worst_margin, metrics.min_atol / atol if atol > 0 else (0.0 if metrics.min_atol <= 0 else math.inf)
+        )
         if metrics.n_outside > allowed:
             failures.append(f"{metrics.n_outside} of {metrics.numel} elements outside atol={atol:g} rtol={rtol:g}, "
                             f"first at {metrics.first_outside}")  # fmt: skip
@@ -469,7 +481,9 @@ def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOp
     except NotCovered as exc:
         result.notes.append(f"chained run not covered: {exc}")
     except Exception as exc:
-        result.notes.append(f"chained run stopped: the candidate raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        result.notes.append(
+            f"chained run stopped: the candidate raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        )
         _mark_unseen(case, options, result, sink.seen, f"not reached: the candidate raised {type(exc).__name__}", ERROR)
         return sink.kept
     if sink.extra_calls:
@@ -591,7 +605,9 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
     if missing:
         from ..errors import UsageError
 
-        raise UsageError(f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path)
+        raise UsageError(
+            f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path
+        )
     first = store.case(names[0]) if names else None
     run = RunResult(
         candidate=candidate.description,
@@ -651,10 +667,14 @@ def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResul
     # wholesale: chained noise is then not a noise measurement. Fall back to the isolated noise.
     for name in case.output_names():
         mine, theirs = case.output(name), ref.output(name)
-        if isinstance(mine, np.ndarray) and mine.dtype.kind in "iub":
-            if not (isinstance(theirs, np.ndarray) and mine.shape == theirs.shape and np.array_equal(mine, theirs)):
-                result.notes.append(f"the float64 reference generated different {name}: chained thresholds use isolated noise")
-                return None
+        discrete = isinstance(mine, np.ndarray) and mine.dtype.kind in "iub"
+        if discrete and not (
+            isinstance(theirs, np.ndarray) and mine.shape == theirs.shape and np.array_equal(mine, theirs)
+        ):
+            result.notes.append(
+                f"the float64 reference generated different {name}: chained thresholds use isolated noise"
+            )
+            return None
     return ref
 
 

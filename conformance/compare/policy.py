@@ -215,7 +215,9 @@ class Policy:
         if calibrate and noise and any(noise.get(m) == noise.get(m) for m in self.calibration.metrics):
             k = rule.k if rule else None
             source = f"calibrated (k={k or self.calibration.k})" + (f", {rule.label}" if rule else "")
-            return Resolved({}, source, xfail, True, dict(noise), self.calibration, dtype, k, rule.floor if rule else None)
+            return Resolved(
+                {}, source, xfail, True, dict(noise), self.calibration, dtype, k, rule.floor if rule else None
+            )
         base = self.defaults.get(dtype) or self.defaults.get("float32") or {}
         return Resolved(dict(base), f"default {dtype}" + (f", {rule.label}" if rule else ""), xfail, False)
 

@@ -6,7 +6,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED = "pass", "fail", "xfail", "xpass", "not_covered", "error", "skipped"
+PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED = (
+    "pass",
+    "fail",
+    "xfail",
+    "xpass",
+    "not_covered",
+    "error",
+    "skipped",
+)
 STATUSES = (PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED)
 FAILING = (FAIL, ERROR)
 

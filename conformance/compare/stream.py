@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import numpy as np
 
@@ -19,7 +20,9 @@ from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics
 Chunks = Iterator[np.ndarray]
 
 
-def _pairs(golden: Chunks, candidate: np.ndarray | Callable[[int, int], np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _pairs(
+    golden: Chunks, candidate: np.ndarray | Callable[[int, int], np.ndarray]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     offset = 0
     for chunk in golden:
         n = chunk.size
@@ -71,7 +74,7 @@ def streamed_metrics(
                 break
             if isinstance(item, BaseException):
                 raise item
-            g, c = item  # type: ignore[misc]
+            g, c = cast(tuple[np.ndarray, np.ndarray], item)
             for start in range(0, g.size, CHUNK_ELEMENTS):
                 accumulator.update(g[start : start + CHUNK_ELEMENTS], c[start : start + CHUNK_ELEMENTS])
     finally:

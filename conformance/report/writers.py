@@ -65,7 +65,9 @@ def write_junit(summary: dict[str, Any], path: Path) -> None:
                 counts["tests"] += 1
                 message = "\n".join(row["messages"][:20])
                 if row["status"] == FAIL:
-                    ET.SubElement(testcase, "failure", message=(row["messages"] or ["diverged"])[0][:500]).text = message
+                    ET.SubElement(
+                        testcase, "failure", message=(row["messages"] or ["diverged"])[0][:500]
+                    ).text = message
                     counts["failures"] += 1
                 elif row["status"] == ERROR:
                     ET.SubElement(testcase, "error", message=(row["messages"] or ["error"])[0][:500]).text = message
@@ -74,7 +76,9 @@ def write_junit(summary: dict[str, Any], path: Path) -> None:
                     label = {XFAIL: "expected failure", NOT_COVERED: "not covered", SKIPPED: "skipped"}[row["status"]]
                     ET.SubElement(testcase, "skipped", message=f"{label}: {(row['messages'] or [''])[0][:400]}")
                     counts["skipped"] += 1
-                ET.SubElement(testcase, "system-out").text = f"worst rel_l2 {row['rel_l2']:.3g}, margin {row['margin']:.3g}"
+                ET.SubElement(
+                    testcase, "system-out"
+                ).text = f"worst rel_l2 {row['rel_l2']:.3g}, margin {row['margin']:.3g}"
             for name in ("tests", "failures", "errors", "skipped"):
                 suite.set(name, str(counts[name]))
                 totals[name] += counts[name]

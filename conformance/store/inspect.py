@@ -45,7 +45,7 @@ def module_summary(case: Case) -> list[dict[str, Any]]:
         calls[record.key] += 1
         classes[record.key] = record.class_name
     out = []
-    for key in case.keys():
+    for key in case.keys():  # noqa: SIM118 (Case.keys is a method, not a dict)
         leaves = [leaf for leaf in case.leaves(key, 0) if leaf.is_tensor]
         shapes = ", ".join(f"{leaf.role}:{leaf.dtype}{list(leaf.shape)}" for leaf in leaves[:4])
         if len(leaves) > 4:

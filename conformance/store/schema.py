@@ -41,7 +41,7 @@ def checksum(array: np.ndarray, value: int = 0) -> int:
     data = np.ascontiguousarray(array)
     if data.size == 0:
         return zlib.crc32(b"", value)
-    return zlib.crc32(memoryview(data).cast("B"), value)
+    return zlib.crc32(memoryview(data).cast("B"), value)  # type: ignore[arg-type]
 
 
 def bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:

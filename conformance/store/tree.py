@@ -47,9 +47,9 @@ def build_spec(
                 return aliased
         expanded = expand(item)
         if expanded is not None:
-            node = go(expanded, path, False)
-            node["type"] = type(item).__qualname__
-            return node
+            expanded_node = go(expanded, path, False)
+            expanded_node["type"] = type(item).__qualname__
+            return expanded_node
         if is_tensor(item):
             if at_top:
                 path = f"{path}/0"

@@ -131,7 +131,7 @@ def conv1d(
     groups: int = 1,
 ) -> np.ndarray:
     """Valid (unpadded) 1-D convolution. x: (B, C_in, L); weight: (C_out, C_in / groups, K)."""
-    batch, c_in, length = x.shape
+    batch, _, length = x.shape
     c_out, c_group, kernel = weight.shape
     span = dilation * (kernel - 1) + 1
     l_out = (length - span) // stride + 1

@@ -72,7 +72,7 @@ def test_every_call_is_recorded_with_args_kwargs_and_outputs(tmp_path: Path, mod
     case = store.case("c")
     assert case.keys()[:3] == ["(root)", "blocks.0", "blocks.0.proj"]
     assert [c.key for c in case.calls_by_completion()][:3] == ["blocks.0.proj", "blocks.0.norm", "blocks.0.skip"]
-    args, kwargs, outputs = case.call_io("blocks.1", 0)
+    _args, kwargs, outputs = case.call_io("blocks.1", 0)
     assert kwargs["scale"] == 0.5 and kwargs["mask"] is None
     assert isinstance(outputs, tuple) and set(outputs[1]) == {"pre_norm", "mask"}
     with torch.no_grad():

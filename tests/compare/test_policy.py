@@ -63,7 +63,9 @@ def test_the_most_specific_rule_wins(key: str, role: str, mode: str, expected: d
 
 
 def test_xfail_keeps_the_base_thresholds_and_carries_its_reason() -> None:
-    resolved = parse_policy(POLICY).resolve("speech_tokenizer.decoder.decoder.3", "outputs/0", "float32", "isolated", NOISE)
+    resolved = parse_policy(POLICY).resolve(
+        "speech_tokenizer.decoder.decoder.3", "outputs/0", "float32", "isolated", NOISE
+    )
     assert resolved.xfail == "known drift in the decoder"
     assert resolved.calibrated and resolved.final(SCALE)["rel_l2"] == pytest.approx(10 * 1e-7)
 
@@ -99,7 +101,8 @@ def test_invalid_policies_give_clear_errors(tmp_path: Path, text: str, message: 
 
 def test_pyproject_table_is_read(tmp_path: Path) -> None:
     path = tmp_path / "pyproject.toml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         [project]
         name = "port"
         [tool.conformance.calibration]
@@ -107,7 +110,8 @@ def test_pyproject_table_is_read(tmp_path: Path) -> None:
         [[tool.conformance.rule]]
         modules = "x.*"
         rel_l2 = 0.5
-    """))
+    """)
+    )
     policy = load_policy(path)
     assert policy.calibration.k == 5 and policy.rules[0].thresholds == {"rel_l2": 0.5}
 

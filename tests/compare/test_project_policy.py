@@ -47,7 +47,9 @@ def test_every_float32_threshold_is_within_100x_the_official_noise(golden_f32: P
                         measured = max(noise[metric], unit * scale[metric])
                         ratio = thresholds[metric] / measured if measured > 0 else 0.0
                         if ratio > 100:
-                            loose.append(f"{case.name}:{leaf.name} ({mode}) {metric} {thresholds[metric]:.3g} = {ratio:.0f}x noise")
+                            loose.append(
+                                f"{case.name}:{leaf.name} ({mode}) {metric} {thresholds[metric]:.3g} = {ratio:.0f}x noise"
+                            )
                     checked += 1
     assert checked > 10_000
     assert not loose, loose[:10]
@@ -65,7 +67,9 @@ def test_a_1e_3_tolerance_would_be_thousands_of_times_the_noise(golden_f32: Path
 @pytest.mark.slow
 def test_the_conformance_job_passes_and_fails_below_the_noise(tmp_path: Path) -> None:
     job = [sys.executable, "-m", "conformance.subjects.qwen3_tts.project", "-q"]
-    ok = subprocess.run([*job, "--reports", str(tmp_path / "ok")], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    ok = subprocess.run(
+        [*job, "--reports", str(tmp_path / "ok")], cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     tight = tmp_path / "tight.toml"
     tight.write_text(POLICY.read_text().replace("k = 20", "k = 0.3").replace("floor_eps = 8", "floor_eps = 0"))

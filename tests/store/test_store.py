@@ -101,7 +101,9 @@ def test_repeated_calls_are_stacked_and_references_store_nothing(tmp_path: Path)
 
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=0, max_dims=4, max_side=6),
                   elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))  # fmt: skip
-def test_any_float32_tensor_round_trips_bit_for_bit(tmp_path_factory: pytest.TempPathFactory, array: np.ndarray) -> None:
+def test_any_float32_tensor_round_trips_bit_for_bit(
+    tmp_path_factory: pytest.TempPathFactory, array: np.ndarray
+) -> None:
     path = tmp_path_factory.mktemp("rt") / "g.h5"
     with GoldenWriter(path, command="t", software={}) as writer, writer.case("c", {}) as case:
         case.add_tensor("m", 0, "outputs/0", array)
@@ -197,7 +199,11 @@ def test_failed_recording_leaves_the_previous_file_untouched(tmp_path: Path) -> 
     path = tmp_path / "g.h5"
     write_sample(path)
     before = path.read_bytes()
-    with pytest.raises(RuntimeError), GoldenWriter(path, command="t", software={}) as writer, writer.case("c", {}) as case:
+    with (
+        pytest.raises(RuntimeError),
+        GoldenWriter(path, command="t", software={}) as writer,
+        writer.case("c", {}) as case,
+    ):
         case.add_tensor("m", 0, "outputs/0", np.ones(3, np.float32))
         raise RuntimeError("model crashed")
     assert path.read_bytes() == before

@@ -121,9 +121,9 @@ def _gain(model: Any, name: str) -> float:
     if name == f"decoder.decoder.{last}.conv.weight":
         return 0.2
     parts = name.split(".")
-    if len(parts) >= 7 and parts[3] == "block" and parts[-1] == "weight":
-        if parts[5] == "conv2" or (parts[4] == "1" and parts[5] == "conv"):
-            return 0.5
+    in_block = len(parts) >= 7 and parts[3] == "block" and parts[-1] == "weight"
+    if in_block and (parts[5] == "conv2" or (parts[4] == "1" and parts[5] == "conv")):
+        return 0.5
     return 1.0
 
 
@@ -199,7 +199,7 @@ def center_relu_biases_(model: Any) -> None:
     with torch.no_grad():
         for conv in convs:
             captured: dict[str, torch.Tensor] = {}
-            handle = conv.register_forward_hook(lambda m, a, out: captured.__setitem__("out", out))
+            handle = conv.register_forward_hook(lambda m, a, out, into=captured: into.__setitem__("out", out))
             encoder(mel.to(conv.weight.dtype))
             handle.remove()
             out = captured["out"]

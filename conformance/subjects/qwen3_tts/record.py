@@ -259,7 +259,9 @@ def record(
         marker = Path(checkpoint) / ".complete.json"  # a seeded set built by this tool knows its size
         size_label = json.loads(marker.read_text()).get("size", "checkpoint") if marker.exists() else "checkpoint"
     else:
-        needed = tuple(sorted({c.model for c in cases} | ({"codec"} if any("codec" in c.hooks for c in cases) else set())))
+        needed = tuple(
+            sorted({c.model for c in cases} | ({"codec"} if any("codec" in c.hooks for c in cases) else set()))
+        )
         source = ensure_checkpoints(size, seed, models=needed)
         size_label = size
     use_oracle = (dtype != "float64") if oracle is None else (oracle and dtype != "float64")

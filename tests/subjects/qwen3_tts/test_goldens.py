@@ -64,8 +64,19 @@ def test_provenance_is_complete(golden_f32: Path) -> None:
         assert store.software["qwen-tts"] == "0.1.1" and store.software["torch"].startswith("2.13.0")
         for case in store:
             p = case.provenance
-            for field in ("official_version", "torch_version", "transformers_version", "config", "weights_sha256",
-                          "seed", "dtype", "threads", "command", "case_params", "created_utc"):
+            for field in (
+                "official_version",
+                "torch_version",
+                "transformers_version",
+                "config",
+                "weights_sha256",
+                "seed",
+                "dtype",
+                "threads",
+                "command",
+                "case_params",
+                "created_utc",
+            ):
                 assert p.get(field) not in (None, "", {}), (case.name, field)
             assert p["threads"] == 1 and p["oracle"] == "isolated-float64"
 
@@ -106,6 +117,7 @@ def test_the_oracle_measured_every_float_output_of_the_float32_golden(golden_f32
 
 
 # -- re-recording ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def rerecorded(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> dict[str, Path]:
