@@ -92,7 +92,7 @@ class StoragePolicy:
     """
 
     stack_max_bytes: int = 256 * 1024
-    buffer_max_bytes: int = 64 * 1024 * 1024
+    buffer_max_bytes: int = 16 * 1024 * 1024
     chunk_bytes: int = 1024 * 1024
     compression: str | None = None
     compression_opts: int | None = None
@@ -279,7 +279,9 @@ class CaseWriter:
         if tier != "full":
             summary = summarize(array if dtype_name not in schema.RAW_STORAGE else schema.bfloat16_to_float32(array))
             summary["crc32"] = crc
-            record = LeafRecord(key, call, role, KIND_TENSOR, dtype_name, shape, "", -1, crc, "", tier, to_json(summary))
+            record = LeafRecord(
+                key, call, role, KIND_TENSOR, dtype_name, shape, "", -1, crc, "", tier, to_json(summary)
+            )
         elif array.nbytes <= self.policy.stack_max_bytes:
             record = self._stack_row(key, call, role, array if owned else array.copy(), dtype_name, shape, crc)
         else:
@@ -288,6 +290,11 @@ class CaseWriter:
         self.n_tensors += 1
         self.n_bytes += array.nbytes
         return record
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of stacked rows held in memory, not yet written to their datasets."""
+        return self._buffered
 
     def _append_leaf(self, r: LeafRecord) -> None:
         self._leaves.append(
@@ -533,10 +540,10 @@ class AsyncCaseWriter:
 
     The recording thread only copies each new tensor (it may change in place once its module returns)
     and queues it; everything that touches HDF5 happens in the writer thread, in queue order. The
-    bytes held by the writer (queued copies and recycled buffers) stay below twice the largest tensor
-    seen so far (and at least `min_bytes`), so recording adds about two activations to the model's
-    peak memory, and a slow disk slows the recording instead of filling memory. An error in the
-    writer thread is raised in the recording thread at the next call.
+    bytes held by the writer (queued copies, recycled buffers and stacked rows not yet written) stay
+    below twice the largest tensor seen so far (and at least `min_bytes`), so recording adds at most two
+    activations to the forward's peak memory, and a slow disk slows the recording instead of filling
+    memory. An error in the writer thread is raised in the recording thread at the next call.
     """
 
     def __init__(self, case: CaseWriter, min_bytes: int = 16 * 1024 * 1024) -> None:
@@ -548,7 +555,7 @@ class AsyncCaseWriter:
         self._largest = 0
         self._queue: deque[tuple[Any, ...]] = deque()
         self._queued_bytes = 0
-        self._free: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}
+        self._spares: list[np.ndarray] = []  # written copies' byte buffers, ready for the next copy
         self._free_bytes = 0
         self._batch: list[tuple[Any, ...]] = []
         self._cond = threading.Condition()
@@ -588,31 +595,53 @@ class AsyncCaseWriter:
                    owned: bool = False) -> TensorHandle:  # fmt: skip
         handle = TensorHandle()
         if owned:
-            data, recycle = array, False
+            data, buffer = array, None
         else:
-            data, recycle = self._copy(np.asarray(array))
+            data, buffer = self._copy(np.asarray(array))
         self._push_batch()  # rows that came before this tensor stay before it
-        self._put(("tensor", handle, key, call, role, data, logical_dtype, recycle), data.nbytes)
+        held = buffer.nbytes if buffer is not None else data.nbytes
+        self._put(("tensor", handle, key, call, role, data, logical_dtype, buffer), held)
         return handle
 
-    def _copy(self, array: np.ndarray) -> tuple[np.ndarray, bool]:
-        """A private copy of `array`. Large ones go into recycled buffers: copying into fresh memory costs
-        page faults on every page (2 GB/s), into memory already touched ~4x less."""
+    def _copy(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A private copy of `array`, and the byte buffer holding it when it is to be recycled.
+
+        Large copies go into recycled byte buffers, whatever their shape (a decoder's tensors change shape
+        at every stage): copying into fresh memory costs a page fault per page (about 0.5 GB/s here),
+        into memory already touched about 12 GB/s."""
         if array.nbytes <= self.case.policy.stack_max_bytes or array.ndim == 0:
-            return np.array(array, copy=True), False  # small: kept by its stack, never recycled
+            return np.array(array, copy=True), None  # small: kept by its stack, never recycled
+        nbytes = array.nbytes
+        buffer = None
         with self._cond:
-            self._largest = max(self._largest, array.nbytes)
-            spares = self._free.get((array.shape, array.dtype.str))
-            buffer = spares.pop() if spares else None
-            if buffer is not None:
-                self._free_bytes -= buffer.nbytes
-            elif self._free_bytes + self._queued_bytes + array.nbytes > self.max_bytes:
-                self._free.clear()  # spare buffers of other shapes give way to this copy
-                self._free_bytes = 0
+            self._largest = max(self._largest, nbytes)
+            # The smallest spare buffer that fits, or a new one once it fits in the budget beside what the
+            # writer holds (spare buffers too small give way first).
+            while self._error is None:
+                fitting = [spare for spare in self._spares if spare.nbytes >= nbytes]
+                if fitting:
+                    buffer = min(fitting, key=lambda spare: spare.nbytes)
+                    self._spares = [spare for spare in self._spares if spare is not buffer]
+                    self._free_bytes -= buffer.nbytes
+                    break
+                # (rows buffered by the stacks count too: they are the writer's memory as well)
+                held = self._free_bytes + self._queued_bytes + self.case.buffered_bytes
+                if held + nbytes <= self.max_bytes:
+                    break
+                if self._spares:
+                    self._spares.clear()
+                    self._free_bytes = 0
+                    continue
+                if self._queued_bytes == 0:
+                    break
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
         if buffer is None:
-            buffer = np.empty(array.shape, array.dtype)
-        np.copyto(buffer, array)
-        return buffer, True
+            buffer = np.empty(nbytes, np.uint8)
+        copy = buffer[:nbytes].view(array.dtype).reshape(array.shape)
+        np.copyto(copy, array)
+        return copy, buffer
 
     # Metadata rows are gathered here and queued in batches: one lock round trip per row would cost
     # more than the row (a generation run has hundreds of thousands).
@@ -684,15 +713,15 @@ class AsyncCaseWriter:
                 self._handle(row)
             return 0
         if kind == "tensor":
-            _, handle, key, call, role, data, logical, recycle = item
-            handle.record = self.case.add_tensor(key, call, role, data, logical, owned=not recycle)
-            if recycle:  # written: its buffer can take the next copy of this shape
-                with self._cond:
-                    # (this item still counts as queued until it is popped)
-                    if self._free_bytes + self._queued_bytes <= self.max_bytes:
-                        self._free.setdefault((data.shape, data.dtype.str), []).append(data)
-                        self._free_bytes += data.nbytes
-            return int(data.nbytes)
+            _, handle, key, call, role, data, logical, buffer = item
+            handle.record = self.case.add_tensor(key, call, role, data, logical, owned=buffer is None)
+            if buffer is None:
+                return int(data.nbytes)
+            with self._cond:  # written: its buffer can take the next copy (this item still counts as queued)
+                if self._free_bytes + self._queued_bytes <= self.max_bytes:
+                    self._spares.append(buffer)
+                    self._free_bytes += buffer.nbytes
+            return int(buffer.nbytes)
         if kind == "reference":
             _, key, call, role, target = item
             record = target.record if isinstance(target, TensorHandle) else target
