@@ -19,7 +19,7 @@ left out of the numeric metrics.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -68,16 +68,25 @@ class Metrics:
         return 1.0 - self.cos_dist
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for name in ("worst_index", "first_nonfinite_mismatch", "first_outside"):
-            if out[name] is not None:
-                out[name] = list(out[name])
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+        # (not dataclasses.asdict: it deep-copies field by field, and a generation check calls this for
+        # every one of hundreds of thousands of tensors)
+        out: dict[str, Any] = {}
+        for name in _METRIC_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, float) and math.isnan(value):
+                value = None
+            out[name] = value
+        return out
 
     def value(self, name: str) -> float:
         if name == "cosine":
             return self.cosine
         return float(getattr(self, name))
+
+
+_METRIC_FIELDS = tuple(f.name for f in fields(Metrics))
 
 
 @dataclass

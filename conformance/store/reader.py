@@ -8,6 +8,7 @@ when it was written; a mismatch raises `IntegrityError` naming the file and the 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +37,11 @@ class ObjectValue:
         return f"ObjectValue({self.kind}, {self.description!r})"
 
 
+# Stacked datasets (repeated small calls of one module) are read whole and kept, up to this many bytes:
+# a generation case reads hundreds of thousands of rows, and each h5py read costs ~100 us by itself.
+STACK_CACHE_BYTES = 256 << 20
+
+
 class Case:
     """One recorded case of a golden store."""
 
@@ -43,6 +49,9 @@ class Case:
         self.store = store
         self.name = name
         self.group = group
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._stacks: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
+        self._stack_bytes = 0
 
     # -- metadata ---------------------------------------------------------------------------------------
     @cached_property
@@ -62,7 +71,9 @@ class Case:
         try:
             return [_text(s) for s in self.group["strings"][()]]
         except OSError as exc:
-            raise StoreError(f"cannot read the strings table of case {self.name!r} ({exc})", path=self.store.path) from exc
+            raise StoreError(
+                f"cannot read the strings table of case {self.name!r} ({exc})", path=self.store.path
+            ) from exc
 
     def _columns(self, name: str, string_columns: tuple[str, ...]) -> list[dict[str, Any]]:
         rows = self._table(name)
@@ -71,11 +82,13 @@ class Case:
             return []
         columns: dict[str, list[Any]] = {}
         try:
-            for column in rows.dtype.names:
+            for column in rows.dtype.names or ():
                 values = rows[column].tolist()
                 columns[column] = [strings[i] for i in values] if column in string_columns else values
         except IndexError:
-            raise StoreError(f"the {name} table of case {self.name!r} refers to unknown strings", path=self.store.path) from None
+            raise StoreError(
+                f"the {name} table of case {self.name!r} refers to unknown strings", path=self.store.path
+            ) from None
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
     @cached_property
@@ -121,7 +134,9 @@ class Case:
         try:
             return self.group[name][()]
         except OSError as exc:
-            raise StoreError(f"cannot read the {name} table of case {self.name!r} ({exc})", path=self.store.path) from exc
+            raise StoreError(
+                f"cannot read the {name} table of case {self.name!r} ({exc})", path=self.store.path
+            ) from exc
 
     def calls(self) -> list[CallRecord]:
         """Every recorded call, in execution order (by the time it started)."""
@@ -165,7 +180,9 @@ class Case:
             return self._leaf_index[(key, call, role)]
         except KeyError:
             raise StoreError(
-                f"no tensor {key}#{call}/{role} in case {self.name!r}", path=self.store.path, tensor=f"{key}#{call}/{role}"
+                f"no tensor {key}#{call}/{role} in case {self.name!r}",
+                path=self.store.path,
+                tensor=f"{key}#{call}/{role}",
             ) from None
 
     def oracle(self, key: str, call: int, role: str, mode: str = "isolated") -> OracleRecord | None:
@@ -241,11 +258,15 @@ class Case:
         return schema.bfloat16_to_float32(data) if leaf.dtype in schema.RAW_STORAGE else data
 
     def _dataset(self, location: str, name: str) -> h5py.Dataset:
+        dataset = self._datasets.get(location)
+        if dataset is not None:
+            return dataset
         try:
-            return self.group[location]
+            dataset = self._datasets[location] = self.group[location]
         except (KeyError, OSError) as exc:
             raise StoreError(f"dataset {location} is missing or unreadable ({exc})", path=self.store.path,
                              tensor=f"{self.name}:{name}") from exc  # fmt: skip
+        return dataset
 
     def _read_slice(self, dataset: h5py.Dataset, index: Any, name: str) -> np.ndarray:
         try:
@@ -254,8 +275,30 @@ class Case:
             raise StoreError(f"cannot read data ({exc})", path=self.store.path, tensor=f"{self.name}:{name}") from exc
 
     def _read(self, location: str, row: int, name: str) -> np.ndarray:
+        if row >= 0:
+            stack = self._stack(location, name)
+            if stack is not None:
+                return np.array(stack[row], copy=True)  # a private copy (0-d for scalars): callers may write to it
         dataset = self._dataset(location, name)
         return self._read_slice(dataset, row if row >= 0 else (), name)
+
+    def _stack(self, location: str, name: str) -> np.ndarray | None:
+        """A whole stacked dataset from the cache (read on first use), or None when it is too large."""
+        stack = self._stacks.get(location)
+        if stack is not None:
+            self._stacks.move_to_end(location)
+            return stack
+        dataset = self._dataset(location, name)
+        nbytes = dataset.size * dataset.dtype.itemsize
+        if nbytes > STACK_CACHE_BYTES // 8:
+            return None
+        stack = self._read_slice(dataset, (), name)
+        self._stacks[location] = stack
+        self._stack_bytes += nbytes
+        while self._stack_bytes > STACK_CACHE_BYTES:
+            _, dropped = self._stacks.popitem(last=False)
+            self._stack_bytes -= dropped.nbytes
+        return stack
 
     def value(self, leaf: LeafRecord) -> Any:
         """The Python value of a leaf: an array for tensors, the decoded value otherwise."""
@@ -325,12 +368,14 @@ class Case:
 
     def _io(self, group_name: str, values_key: str, name: str) -> Any:
         escaped = schema.escape_component(name)
-        group = self.group[group_name] if group_name in self.group else {}
+        group = self.group.get(group_name, {})
         if escaped in group:
             dataset = group[escaped]
             data = np.asarray(dataset[()])
             if int(dataset.attrs.get("crc32", checksum(data))) != checksum(data):
-                raise IntegrityError("checksum mismatch", path=self.store.path, tensor=f"{self.name}:{group_name}/{name}")
+                raise IntegrityError(
+                    "checksum mismatch", path=self.store.path, tensor=f"{self.name}:{group_name}/{name}"
+                )
             if _text(dataset.attrs.get("dtype", "")) in schema.RAW_STORAGE:
                 return schema.bfloat16_to_float32(data)
             return data

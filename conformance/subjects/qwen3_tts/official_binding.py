@@ -198,7 +198,9 @@ def _to_torch(value: Any, dtype: Any, name: str = "") -> Any:
     if isinstance(value, np.ndarray):
         tensor = torch.from_numpy(value if value.flags.c_contiguous else np.ascontiguousarray(value))
         tensor = tensor.reshape(value.shape)  # ascontiguousarray would turn a 0-d index into 1-d
-        return tensor.to(dtype) if tensor.is_floating_point() else tensor
+        # Always a copy in torch's own (64-byte aligned) memory, as in the recorded run: some CPU kernels
+        # take a different path, with different rounding, on data numpy allocated at another alignment.
+        return tensor.to(dtype, copy=True) if tensor.is_floating_point() else tensor.clone()
     if isinstance(value, dict) and name == "past_key_values" and "layers" in value:
         return _cache(value, dtype)
     if isinstance(value, dict):
@@ -221,7 +223,9 @@ def _cache(value: dict[str, Any], dtype: Any) -> Any:
     for index, layer in enumerate(value.get("layers", [])):
         keys, values = layer.get("keys"), layer.get("values")
         if isinstance(keys, np.ndarray) and isinstance(values, np.ndarray) and keys.size:
-            cache.update(torch.from_numpy(keys).to(dtype), torch.from_numpy(values).to(dtype), index)
+            cache.update(
+                torch.from_numpy(keys).to(dtype, copy=True), torch.from_numpy(values).to(dtype, copy=True), index
+            )
         else:
             while len(cache.layers) <= index:
                 cache.layers.append(DynamicLayer())
