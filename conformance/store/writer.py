@@ -309,18 +309,45 @@ class CaseWriter:
         # Contiguous unless compressed: a contiguous dataset reads at disk speed (chunked ~2x slower).
         chunks = (_chunk_shape(shape, array.dtype.itemsize, self.policy.chunk_bytes)
                   if array.ndim and self.policy.compression else None)  # fmt: skip
-        dataset = self.group.create_dataset(
+        if chunks is None and array.nbytes >= RAW_WRITE_BYTES:
+            dataset = self._write_raw(location, array)
+        else:
+            dataset = self._create_dataset(location, array, chunks)
+        if dtype_name != array.dtype.name:
+            dataset.attrs["dtype"] = dtype_name
+        if not isinstance(crc, int):
+            crc = crc.result()
+        return LeafRecord(key, call, role, KIND_TENSOR, dtype_name, shape, location, -1, crc, "", "full", "")
+
+    def _write_raw(self, location: str, array: np.ndarray) -> h5py.Dataset:
+        """A contiguous dataset whose space HDF5 allocates at creation and whose bytes we write at its file
+        offset with os.pwrite. h5py holds the GIL for the whole of an HDF5 write, so a background write of
+        a 37 MB activation stalled the recording thread (the model's Python code) for as long; pwrite
+        releases it. HDF5 never touches these bytes itself (no fill value, no sieve buffer)."""
+        tid = h5py.h5t.py_create(array.dtype)
+        space = h5py.h5s.create_simple(array.shape) if array.ndim else h5py.h5s.create(h5py.h5s.SCALAR)
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        lcpl = h5py.h5p.create(h5py.h5p.LINK_CREATE)
+        lcpl.set_create_intermediate_group(True)
+        dataset_id = h5py.h5d.create(self.group.id, location.encode(), tid, space, dcpl=dcpl, lcpl=lcpl)
+        offset = dataset_id.get_offset()
+        data = memoryview(np.ascontiguousarray(array)).cast("B")
+        fd = self.writer.raw_fd()
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], offset + written)
+        return h5py.Dataset(dataset_id)
+
+    def _create_dataset(self, location: str, array: np.ndarray, chunks: Any) -> h5py.Dataset:
+        return self.group.create_dataset(
             location,
             data=array,
             chunks=chunks,
             compression=self.policy.compression if chunks else None,
             compression_opts=self.policy.compression_opts if chunks else None,
         )
-        if dtype_name != array.dtype.name:
-            dataset.attrs["dtype"] = dtype_name
-        if not isinstance(crc, int):
-            crc = crc.result()
-        return LeafRecord(key, call, role, KIND_TENSOR, dtype_name, shape, location, -1, crc, "", "full", "")
 
     def _stack_row(
         self, key: str, call: int, role: str, array: np.ndarray, dtype_name: str, shape: tuple[int, ...], crc: int
@@ -410,6 +437,7 @@ class CaseWriter:
 
 
 PARALLEL_CRC_BYTES = 4 * 1024 * 1024
+RAW_WRITE_BYTES = 1024 * 1024  # contiguous tensors from this size on are written with os.pwrite
 _POOL: Any = None
 
 
@@ -473,6 +501,18 @@ class GoldenWriter:
         self.file.attrs["complete"] = False
         self.cases_group = self.file.create_group("cases", track_order=True)
         self.cases: list[str] = []
+        self._raw_fd: int | None = None
+
+    def raw_fd(self) -> int:
+        """A second descriptor on the partial file, for writing large tensors' bytes without HDF5."""
+        if self._raw_fd is None:
+            self._raw_fd = os.open(self.tmp_path, os.O_WRONLY)
+        return self._raw_fd
+
+    def _close_raw_fd(self) -> None:
+        if self._raw_fd is not None:
+            os.close(self._raw_fd)
+            self._raw_fd = None
 
     @contextmanager
     def case(self, name: str, provenance: dict[str, Any]) -> Iterator[CaseWriter]:
@@ -489,6 +529,7 @@ class GoldenWriter:
         """Mark the file complete and move it over the target path."""
         self.file.attrs["complete"] = True
         self.file.attrs["cases"] = to_json(self.cases)
+        self._close_raw_fd()
         self.file.close()
         # No fsync: the rename makes the store atomic for interrupted or killed recordings; surviving a
         # power cut as well would cost seconds per file (re-record instead).
@@ -498,6 +539,7 @@ class GoldenWriter:
     def abort(self) -> None:
         """Drop the partial file; whatever was at the target path stays as it was."""
         try:
+            self._close_raw_fd()
             self.file.close()
         finally:
             self.tmp_path.unlink(missing_ok=True)
