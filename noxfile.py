@@ -81,7 +81,7 @@ def goldens(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff check and format, mypy on the checking side (store, compare, report, ports) and impl."""
+    """ruff check and format, mypy on the checking side (store, compare, report, ports)."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -97,6 +97,8 @@ def benchmark(session: nox.Session) -> None:
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     session.run("pytest", "benchmarks", "-p", "no:cacheprovider", "-s", "--benchmark-json",
                 "reports/benchmarks/results.json", *session.posargs, env=env)  # fmt: skip
+    session.run("python", "benchmarks/summarize.py", "reports/benchmarks/results.json", "-o",
+                "reports/benchmarks/summary.md")  # fmt: skip
 
 
 @nox.session(python="3.11")

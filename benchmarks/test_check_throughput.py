@@ -23,7 +23,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     golden = rng.standard_normal(ELEMENTS, dtype=np.float32).reshape(4096, -1)
     candidate = (golden + np.float32(3e-7) * rng.standard_normal(golden.shape, dtype=np.float32)).astype(np.float32)
     golden_path = folder / "golden.h5"
-    with GoldenWriter(golden_path, command="benchmark", software={}) as writer, writer.case("big", {"dtype": "float32"}) as case:
+    with (
+        GoldenWriter(golden_path, command="benchmark", software={}) as writer,
+        writer.case("big", {"dtype": "float32"}) as case,
+    ):
         case.add_tensor("decoder", 0, "outputs/0", golden)
         case.add_call("decoder", "decoder", "forward", "Decoder", 0, 1, 2, {"outputs": {"leaf": "outputs/0"}})
         case.add_oracle("decoder", 0, "outputs/0", "isolated", "ok", {"rel_l2": 5e-8, "max_abs": 4e-7})

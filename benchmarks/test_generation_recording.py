@@ -2,8 +2,8 @@
 predictor and prompt construction, every module recorded), random weights, one torch thread.
 
 Reported: time against the bare generation, number of HDF5 objects, file size, and the time to read
-back every call of one module. The stores are also checked (isolated and chained) against themselves
-replayed as a dump, which measures the engine's own throughput with no candidate compute.
+back every call of one module. The store is then checked (isolated and chained) against a candidate
+that answers with the golden itself: the engine's own cost per call, with no model compute.
 """
 
 from __future__ import annotations
@@ -51,7 +51,10 @@ def _record(wrapper: Any, path: Path) -> None:
     from conformance.subjects.qwen3_tts.record import method_specs
 
     roots = {"": wrapper.model}
-    with GoldenWriter(path, command="benchmark", software={}) as writer, writer.case("generate", {"dtype": "float32"}) as case:
+    with (
+        GoldenWriter(path, command="benchmark", software={}) as writer,
+        writer.case("generate", {"dtype": "float32"}) as case,
+    ):
         background = AsyncCaseWriter(case)
         try:
             with torch.no_grad(), versioned_tensors(), Recorder(background, roots, methods=method_specs(roots)):
@@ -85,7 +88,90 @@ def test_generation_recording(benchmark: Any, tts: Any, variant: str, tmp_path_f
         benchmark.extra_info["file_MB"] = round(path.stat().st_size / 1e6, 1)
 
 
-def test_read_back_every_call_of_one_module() -> None:
+@pytest.mark.benchmark(group="generation-read-back")
+def test_read_back_every_call_of_one_module(benchmark: Any) -> None:
+    """Open the store, then rebuild (args, kwargs, outputs) of every call of one attention module, KV-cache
+    tensors aliased to earlier calls included. Opening indexes the metadata tables once (all calls)."""
+    from conformance.store import GoldenStore
+
+    path = STATE.get("store")
+    if path is None:
+        pytest.skip("run with test_generation_recording")
+    module = "talker.model.layers.0.self_attn"
+    started = time.perf_counter()
+    with GoldenStore(path) as store:
+        case = store.case("generate")
+        calls = case.call_records(module)
+        case.leaves(module, 0)  # builds the leaf index of the whole case
+        indexed = time.perf_counter()
+        nbytes = 0
+
+        def count(value: Any) -> None:
+            nonlocal nbytes
+            if hasattr(value, "nbytes") and hasattr(value, "dtype"):
+                nbytes += int(value.nbytes)
+            elif isinstance(value, dict):
+                for item in value.values():
+                    count(item)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    count(item)
+
+        def read_all() -> None:
+            for call in calls:
+                count(case.call_io(call.key, call.call))
+
+        benchmark.pedantic(read_all, rounds=1, iterations=1, warmup_rounds=0)
+        summary = {"module": module, "calls": len(calls), "MB": round(nbytes / 1e6, 1),
+                   "index_seconds": round(indexed - started, 2), "read_seconds": round(benchmark.stats.stats.min, 2),
+                   "total_calls": len(case.calls())}  # fmt: skip
+    benchmark.extra_info.update(summary)
+    print("\n" + json.dumps(summary))
+    assert summary["calls"] == FRAMES + 1
+
+
+class _Replay:
+    """A candidate that answers with the golden itself: the engine's own throughput, no model compute."""
+
+    name = "replay"
+    dtype = "float32"
+    description = "golden replay"
+    default_modes = ("isolated", "chained")
+
+    def prepare(self, store: Any, case: Any) -> None:
+        self.case = case
+
+    def covers(self, call: Any) -> bool:
+        return True
+
+    def run_isolated(self, case: Any, call: Any, args: Any, kwargs: Any) -> Any:
+        return case.call_io(call.key, call.call)[2]
+
+    def can_chain(self, case: Any) -> bool:
+        return True
+
+    def run_chained(self, case: Any, sink: Any) -> None:
+        events = sorted([(c.seq_start, 0, c) for c in case.calls()] + [(c.seq_end, 1, c) for c in case.calls()],
+                        key=lambda e: e[0])  # fmt: skip
+        for _, phase, call in events:
+            if phase == 0:
+                args, kwargs, _ = case.call_io(call.key, call.call, outputs=False)
+                sink(call.key, "call", tuple(args), kwargs, None)
+            else:
+                sink(call.key, "return", (), {}, case.call_io(call.key, call.call)[2])
+
+    def review(self, *args: Any) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.benchmark(group="check-generation-store")
+@pytest.mark.parametrize("mode", ["isolated", "chained"])
+def test_check_throughput_on_the_generation_store(benchmark: Any, mode: str) -> None:
+    from conformance.compare import engine
+    from conformance.compare.policy import Policy
     from conformance.store import GoldenStore
 
     path = STATE.get("store")
@@ -93,15 +179,14 @@ def test_read_back_every_call_of_one_module() -> None:
         pytest.skip("run with test_generation_recording")
     with GoldenStore(path) as store:
         case = store.case("generate")
-        calls = case.call_records("talker.model.layers.0.self_attn")
-        started = time.perf_counter()
-        nbytes = 0
-        for call in calls:
-            for leaf in case.leaves(call.key, call.call):
-                if leaf.is_tensor and leaf.tier == "full":
-                    nbytes += case.tensor(leaf).nbytes
-        seconds = time.perf_counter() - started
-        summary = {"module": "talker.model.layers.0.self_attn", "calls": len(calls), "bytes": nbytes,
-                   "seconds": round(seconds, 3), "total_calls": len(case.calls())}  # fmt: skip
-    print("\n" + json.dumps(summary))
-    assert summary["calls"] == FRAMES + 1
+        golden_bytes = sum(leaf.nbytes for leaf in case.leaves() if leaf.is_tensor and leaf.role.startswith("outputs"))
+
+        def once() -> Any:
+            return engine.check(store, _Replay(), Policy(), engine.CheckOptions(modes=(mode,)))  # type: ignore[arg-type]
+
+        run = benchmark.pedantic(once, rounds=1, iterations=1, warmup_rounds=0)
+    assert run.verdict == "pass", run.counts()
+    seconds = benchmark.stats.stats.min
+    benchmark.extra_info["golden_output_MB"] = round(golden_bytes / 1e6, 1)
+    benchmark.extra_info["MBps_golden_outputs"] = round(golden_bytes / seconds / 1e6, 1)
+    print(f"\ncheck {mode}: {golden_bytes / 1e6:.0f} MB of golden outputs in {seconds:.1f} s")
