@@ -99,6 +99,20 @@ def test_repeated_calls_are_stacked_and_references_store_nothing(tmp_path: Path)
         assert raw["cases/case_a"][first.location].shape == (3, 2, 3)
 
 
+def test_stacked_rows_read_from_the_cache_are_private_copies(tmp_path: Path) -> None:
+    """The reader keeps whole stacks in memory: what it hands out must not alias them."""
+    path = tmp_path / "g.h5"
+    arrays = write_sample(path)
+    with GoldenStore(path) as store:
+        case = store.case("case_a")
+        row = case.tensor("m.layer", 1, "args/0")
+        np.testing.assert_array_equal(row, arrays["small"] * 1)
+        row[...] = 123.0  # a candidate writing into its inputs
+        np.testing.assert_array_equal(case.tensor("m.layer", 1, "args/0"), arrays["small"] * 1)
+        scalar = case.tensor("m.head", 0, "outputs/scalar")
+        assert isinstance(scalar, np.ndarray) and scalar.shape == () and scalar == np.float32(3.5)
+
+
 @given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=0, max_dims=4, max_side=6),
                   elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))  # fmt: skip
 def test_any_float32_tensor_round_trips_bit_for_bit(
