@@ -49,7 +49,6 @@ class Case:
         self.store = store
         self.name = name
         self.group = group
-        self._datasets: dict[str, h5py.Dataset] = {}
         self._stacks: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
         self._stack_bytes = 0
 
@@ -258,15 +257,13 @@ class Case:
         return schema.bfloat16_to_float32(data) if leaf.dtype in schema.RAW_STORAGE else data
 
     def _dataset(self, location: str, name: str) -> h5py.Dataset:
-        dataset = self._datasets.get(location)
-        if dataset is not None:
-            return dataset
+        # (handles are not kept: each open chunked dataset holds its own HDF5 chunk cache, 1 MB by default,
+        # which for the thousands of stacks of a generation case came to 1.6 GB)
         try:
-            dataset = self._datasets[location] = self.group[location]
+            return self.group[location]
         except (KeyError, OSError) as exc:
             raise StoreError(f"dataset {location} is missing or unreadable ({exc})", path=self.store.path,
                              tensor=f"{self.name}:{name}") from exc  # fmt: skip
-        return dataset
 
     def _read_slice(self, dataset: h5py.Dataset, index: Any, name: str) -> np.ndarray:
         try:
