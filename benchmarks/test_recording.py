@@ -180,7 +180,7 @@ def test_codec_decode_recording(
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     try:
-        benchmark.pedantic(once, rounds=3, iterations=1, warmup_rounds=1)
+        benchmark.pedantic(once, rounds=5, iterations=1, warmup_rounds=1)  # this VM varies by 20% run to run
     finally:
         if folder != tmp_path:
             shutil.rmtree(folder, ignore_errors=True)
