@@ -333,7 +333,7 @@ class CaseWriter:
         lcpl.set_create_intermediate_group(True)
         dataset_id = h5py.h5d.create(self.group.id, location.encode(), tid, space, dcpl=dcpl, lcpl=lcpl)
         offset = dataset_id.get_offset()
-        data = memoryview(np.ascontiguousarray(array)).cast("B")
+        data = np.ascontiguousarray(array).data.cast("B")
         fd = self.writer.raw_fd()
         written = 0
         while written < len(data):
