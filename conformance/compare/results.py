@@ -17,6 +17,7 @@ PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED = (
 )
 STATUSES = (PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED)
 FAILING = (FAIL, ERROR)
+PARTIAL = "partial"  # the run's verdict when --allow-partial lets modules the candidate lacks through (exit 0)
 
 
 def _clean(value: Any) -> Any:
@@ -205,13 +206,14 @@ class RunResult:
         counts = self.counts()
         if counts[FAIL] or counts[ERROR]:
             return FAIL
-        if counts[NOT_COVERED] and not self.allow_partial:
-            return "incomplete"
+        if counts[NOT_COVERED]:
+            # --allow-partial lets a partial port through the gate, but never as a pass of the whole
+            return PARTIAL if self.allow_partial else "incomplete"
         return PASS
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verdict == PASS else 1
+        return 0 if self.verdict in (PASS, PARTIAL) else 1
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -349,7 +349,9 @@ def _heatmap(case_name: str, worst: dict[str, Any], mode: str, golden_case: Any,
 
 def _find_kept_output(golden_case: Any, kept: dict[tuple[str, int], dict[str, np.ndarray]], reference: np.ndarray,
                       kinds: str) -> tuple[np.ndarray, str] | None:  # fmt: skip
-    """The chained candidate array whose golden counterpart is this case output (matched by value, not name)."""
+    """The chained candidate array whose golden counterpart is this case output (matched by value, not name).
+    A case output may be stored in another dtype than the module output it came from (a float64 golden keeps
+    its waveform in float32), so the module's golden is cast to the output's dtype before comparing."""
     flat = reference.reshape(-1)
     found = None
     for (key, call), roles in kept.items():
@@ -362,7 +364,7 @@ def _find_kept_output(golden_case: Any, kept: dict[tuple[str, int], dict[str, np
                 golden = golden_case.tensor(key, call, role)
             except Exception:
                 continue
-            if golden.size == flat.size and np.array_equal(golden.reshape(-1), flat):
+            if golden.size == flat.size and np.array_equal(golden.reshape(-1).astype(flat.dtype), flat):
                 seq = golden_case.get_call(key, call).seq_end if golden_case.has_call(key, call) else 0
                 if found is None or seq > found[0]:
                     found = (seq, value, f"{key}#{call}/{role}")
@@ -467,11 +469,12 @@ def audio_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> d
     try:
         if "waveform" not in golden_case.output_names():
             return None
-        golden = np.asarray(golden_case.output("waveform"), dtype=np.float64).reshape(-1)
+        stored = np.asarray(golden_case.output("waveform"))
     except Exception:
         return None
+    golden = stored.astype(np.float64).reshape(-1)
     sr = _sample_rate(golden_case, summary)
-    found = _find_kept_output(golden_case, ctx.artifacts.get(case["case"], {}), golden, "f")
+    found = _find_kept_output(golden_case, ctx.artifacts.get(case["case"], {}), stored, "f")
     candidate = found[0].astype(np.float64).reshape(-1) if found else None
     cut = int(MAX_PLAYER_SECONDS * sr)
     peak = max(

@@ -91,7 +91,7 @@ def write_junit(summary: dict[str, Any], path: Path) -> None:
 
 def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = "index.html") -> str:
     counts = summary["counts"]
-    icon = {"pass": "✅", "fail": "❌", "incomplete": "⚠️"}.get(summary["verdict"], "")
+    icon = {"pass": "✅", "fail": "❌", "incomplete": "⚠️", "partial": "⚠️"}.get(summary["verdict"], "")
     lines = [
         f"## {icon} conformance: {summary['verdict']}",
         "",

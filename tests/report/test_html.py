@@ -130,6 +130,18 @@ def test_cases_ending_in_a_waveform_get_players_snr_and_spectrograms(planted_rep
         assert audio.find("img", cls="audio-figure").attrs["src"].startswith("data:image/png")
 
 
+def test_a_float64_golden_gets_the_candidate_player_too(tmp_path: Path, golden_f64: Path) -> None:
+    """A float64 golden keeps its case waveform in float32 while the decoder's output is float64: the candidate's
+    audio is still found (it once matched by exact value across the two dtypes, and every float64 report
+    showed the golden player alone)."""
+    from .conftest import _check
+
+    assert _check(tmp_path, golden_f64, "impl", "--cases", "codec_decode_short") == 0
+    audio = case_panel(parse(tmp_path / "index.html"), "codec_decode_short").find("section", cls="audio")
+    assert len(audio.find_all("audio")) == 3
+    assert "SNR " in audio.text and "share one gain" in audio.text
+
+
 def test_generation_cases_show_the_token_grids(planted_reports: Path) -> None:
     page = parse(planted_reports / "index.html")
     tokens = case_panel(page, "end_to_end").find("section", cls="tokens")
