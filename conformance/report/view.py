@@ -292,8 +292,9 @@ def divergence_panels(case: dict[str, Any], ctx: Context) -> list[dict[str, Any]
             outputs.sort(key=lambda r: (r["mode"] != mode, r["role"]))
             panels[index] = {"modes": [], "key": blame["key"], "call": blame["call"], "reasons": [], "own": own,
                              "inputs": [tensor_row(t) for t in own if not _is_output(t)], "outputs": outputs,
-                             "worst": []}  # fmt: skip
+                             "worst": [], "replay_bundle": None}  # fmt: skip
         panel = panels[index]
+        panel["replay_bundle"] = panel["replay_bundle"] or blame.get("replay_bundle")
         panel["modes"].append(mode)
         panel["reasons"].append((mode, blame["reason"]))
         failing = [t for t in panel["own"] if t["mode"] == mode and _is_output(t) and t["status"] in FAILING]

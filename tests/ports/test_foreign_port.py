@@ -74,7 +74,7 @@ def test_a_perturbed_layer_fails_and_is_blamed_with_its_replay_bundle(export_dir
     mapping = tmp_path / "map.toml"  # the example's map, told where the export is
     mapping.write_text(f'export_dir = "{export_dir}"\n' + (EXAMPLE / "map.toml").read_text())
     done = run_conformance(["check", "--goldens", golden_f32, "--candidate", f"dump:{dump}", "--map", mapping,
-                            "--reports", tmp_path / "reports", "--no-html", "-q"], env)  # fmt: skip
+                            "--reports", tmp_path / "reports", "-q"], env)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     blamed = "speech_tokenizer.decoder.decoder.2.block.2.act1"  # the port's dec.stage1.res0.a1
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
@@ -88,6 +88,9 @@ def test_a_perturbed_layer_fails_and_is_blamed_with_its_replay_bundle(export_dir
     assert bundle == export_dir / "codec_decode_short" / "replay" / f"{blamed}#0.safetensors"
     assert re.search(rf"blame codec_decode_short \(chained\): {re.escape(blamed)}#0 — replay bundle: {re.escape(str(bundle))}",
                      done.stdout)  # fmt: skip
+    # and where a CI job shows it: the step summary and the HTML report's first-divergence panel
+    assert f"`{blamed}#0` → `{bundle}`" in (tmp_path / "reports" / "summary.md").read_text()
+    assert f'<code class="replay-bundle">{bundle}</code>' in (tmp_path / "reports" / "index.html").read_text()
     # the bundle is what a port author needs to unit-test that layer alone
     tensors = load_file(str(bundle))
     with GoldenStore(golden_f32) as store:
