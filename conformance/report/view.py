@@ -566,21 +566,23 @@ def _sparkline(values: list[float | None], flags: list[bool]) -> str:
 
 
 def history_view(summary: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Trend of the worst error per case and mode over the runs on the same goldens, and the modules whose
-    worst rel L2 grew by more than GROWTH_FACTOR since the previous run."""
+    """Trend of the worst error per case and mode over the runs of the same candidate on the same goldens, and
+    the modules whose worst rel L2 grew by more than GROWTH_FACTOR since that candidate's previous run (another
+    candidate's errors are not comparable: official float64 after impl would flag nearly every module)."""
     same = [
-        h for h in history if h.get("goldens") == summary.get("goldens") and isinstance(h.get("worst_rel_l2"), dict)
-    ]
+        h for h in history
+        if h.get("goldens") == summary.get("goldens") and h.get("candidate") == summary.get("candidate")
+        and isinstance(h.get("worst_rel_l2"), dict)
+    ]  # fmt: skip
     now = current_worst(summary)
     current = None
     for i in range(len(same) - 1, -1, -1):
-        h = same[i]
-        if h.get("started_utc") == summary.get("started_utc") and h.get("candidate") == summary.get("candidate"):
+        if same[i].get("started_utc") == summary.get("started_utc"):
             current = i
             break
     if current is None:
         for i in range(len(same) - 1, -1, -1):
-            if same[i].get("candidate") == summary.get("candidate") and same[i]["worst_rel_l2"] == now:
+            if same[i]["worst_rel_l2"] == now:
                 current = i
                 break
     earlier = same[:current] if current is not None else same

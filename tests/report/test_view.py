@@ -126,7 +126,8 @@ def test_history_flags_modules_that_got_worse_than_the_previous_run_only() -> No
     previous = entry("t2", {"c/chained": {"m.a": 1e-5, "m.b": 1e-6, "m.c": 1.9e-6}})
     current = entry("t3", view.current_worst(summary))
     other = {**entry("t9", {"c/chained": {"m.a": 1.0}}), "goldens": "other.h5"}  # other goldens: not comparable
-    result = view.history_view(summary, [older, previous, other, current])
+    rival = {**entry("t2b", {"c/chained": {"m.a": 1e-12}}), "candidate": "official:float64"}  # nor other candidates
+    result = view.history_view(summary, [older, previous, other, rival, current])
     assert [f["key"] for f in result["flags"]] == ["m.a"]  # x10; m.b equal, m.c within the 10 % allowance
     assert result["flags"][0]["ratio"] == "10" and result["runs"] == 3
     trend = next(t for t in result["trends"] if t["group"] == "c/chained")
