@@ -83,6 +83,9 @@ class Qwen3TTSTokenizerV2ConvNeXtBlock(Parametrized):
         self.pwconv2 = Linear(4 * dim, dim)
         self.gamma: np.ndarray | None = None
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gamma": (self.pwconv2.out_features,)}
+
     def forward(self, hidden_states: np.ndarray) -> np.ndarray:
         residual = hidden_states
         hidden_states = self.dwconv(hidden_states).transpose(0, 2, 1)
@@ -104,6 +107,9 @@ class SnakeBeta(Parametrized):
         self.no_div_by_zero = 0.000000001
         self.alpha: np.ndarray | None = None
         self.beta: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"alpha": (self.in_features,), "beta": (self.in_features,)}
 
     def forward(self, hidden_states: np.ndarray) -> np.ndarray:
         alpha = np.exp(self.alpha)[None, :, None]
@@ -159,8 +165,11 @@ class Qwen3TTSTokenizerV2DecoderRMSNorm(Parametrized):
     _params = ("weight",)
 
     def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-        self.variance_epsilon = eps
+        self.hidden_size, self.variance_epsilon = hidden_size, eps
         self.weight: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.hidden_size,)}
 
     def forward(self, hidden_states: np.ndarray) -> np.ndarray:
         return ops.rms_norm(hidden_states, self.weight, self.variance_epsilon)
@@ -314,6 +323,9 @@ class EuclideanCodebook(Parametrized):
         self.dim, self.codebook_size, self.epsilon = dim, codebook_size, epsilon
         self.cluster_usage: np.ndarray | None = None
         self.embedding_sum: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"cluster_usage": (self.codebook_size,), "embedding_sum": (self.codebook_size, self.dim)}
 
     @tapped
     def decode(self, codes: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import ops
-from .nn import Module
+from .nn import Module, shape_mismatch
 
 
 class Parametrized(Module):
@@ -48,6 +48,9 @@ class Linear(Parametrized):
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         return ops.linear(x, self.weight, self.bias)
 
@@ -62,6 +65,10 @@ class Conv1d(Parametrized):
         self._params = ("weight", "bias") if bias else ("weight",)
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        weight = (self.out_channels, self.in_channels // self.groups, self.kernel_size)
+        return {"weight": weight, "bias": (self.out_channels,)}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return ops.conv1d_gemm(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
@@ -78,6 +85,10 @@ class ConvTranspose1d(Parametrized):
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        weight = (self.in_channels, self.out_channels // self.groups, self.kernel_size)
+        return {"weight": weight, "bias": (self.out_channels,)}
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         return ops.conv_transpose1d_gemm(x, self.weight, self.bias, self.stride, self.groups)
 
@@ -89,6 +100,9 @@ class LayerNorm(Parametrized):
         self.dim, self.eps = dim, eps
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.dim,), "bias": (self.dim,)}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return ops.layer_norm(x, self.weight, self.bias, self.eps)
@@ -175,7 +189,7 @@ def attend(query: np.ndarray, key: np.ndarray, value: np.ndarray, attention_mask
 
 
 class WeightError(KeyError):
-    """Checkpoint tensors missing (or of the wrong shape) for the module tree."""
+    """Checkpoint tensors missing, or of another shape than the config gives, for the module tree."""
 
 
 def load_weights(root: Module, tensors: Mapping[str, np.ndarray], prefix: str) -> list[str]:
@@ -192,6 +206,9 @@ def load_weights(root: Module, tensors: Mapping[str, np.ndarray], prefix: str) -
         for name in (*module._params, *module._optional):
             key = f"{relative}.{name}" if relative else name
             if key in tensors:
+                problem = shape_mismatch(module, name, tensors[key])
+                if problem:
+                    raise WeightError(f"{key}: {problem}")
                 setattr(module, name, tensors[key])
                 used.add(key)
             elif name in module._params:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .nn import Module
+from .nn import Module, shape_mismatch
 from .ops import rotate_half, silu
 
 
@@ -27,6 +27,9 @@ class Linear(Module):
         self.params = ("weight", "bias") if bias else ("weight",)
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_features, self.in_features), "bias": (self.out_features,)}
 
     def forward(self, input: np.ndarray, **kwargs: Any) -> np.ndarray:
         # one 2-D GEMM over all leading dimensions
@@ -54,6 +57,9 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.weight: np.ndarray | None = None
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.num_embeddings, self.embedding_dim)}
+
     def forward(self, input: Any, **kwargs: Any) -> np.ndarray:
         return self.weight[np.asarray(input, dtype=np.int64)]
 
@@ -65,8 +71,11 @@ class RMSNorm(Module):
     params = ("weight",)
 
     def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-        self.variance_epsilon = eps
+        self.hidden_size, self.variance_epsilon = hidden_size, eps
         self.weight: np.ndarray | None = None
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.hidden_size,)}
 
     def forward(self, hidden_states: np.ndarray, **kwargs: Any) -> np.ndarray:
         # w * x * rsqrt(mean(x^2) + eps)
@@ -120,9 +129,9 @@ def load_params(root: Module, tensors: dict[str, np.ndarray], dtype: Any, skip_p
             if key not in tensors:
                 raise KeyError(f"checkpoint has no tensor {key!r}")
             value = np.ascontiguousarray(tensors[key], dtype=dtype)
-            current = getattr(module, name, None)
-            if current is not None and current.shape != value.shape:
-                raise ValueError(f"{key}: checkpoint shape {value.shape} != expected {current.shape}")
+            problem = shape_mismatch(module, name, value)
+            if problem:
+                raise ValueError(f"{key}: {problem}")
             setattr(module, name, value)
             used.add(key)
     unused = [k for k in tensors if k not in used and not k.startswith(skip_prefixes)]

@@ -51,6 +51,11 @@ class Module:
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes the official module gives its parameters, from its config. The loaders refuse a
+        checkpoint tensor of another shape: a (1,) norm weight would otherwise broadcast silently."""
+        return {}
+
     def children(self) -> Iterator[tuple[str, Module]]:
         for name, value in vars(self).items():
             if isinstance(value, Module):
@@ -79,6 +84,14 @@ class Module:
         if not isinstance(module, Module):
             raise AttributeError(f"{path!r} is not a module")
         return module
+
+
+def shape_mismatch(module: Module, name: str, value: Any) -> str | None:
+    """Why `value` cannot be `module`'s parameter `name` (None when it can)."""
+    expected = module.param_shapes().get(name)
+    if expected is None or tuple(value.shape) == tuple(expected):
+        return None
+    return f"checkpoint shape {tuple(value.shape)} != {tuple(expected)} the config gives"
 
 
 def tapped(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -105,6 +105,9 @@ class Conv1d(Module):
         self.weight: np.ndarray | None = None
         self.bias: np.ndarray | None = None
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.out_channels, self.in_channels, self.kernel_size), "bias": (self.out_channels,)}
+
     def forward(self, input: np.ndarray, **kwargs: Any) -> np.ndarray:
         total = self.dilation * (self.kernel_size - 1)
         x = input
