@@ -77,3 +77,37 @@ def test_calibrated_thresholds_pass_the_official_float64_model_and_fail_below_it
     failing = run(golden_f32, OfficialCandidate("float64"), cases, policy=tight)
     assert failing.exit_code == 1
     assert failing.counts()[FAIL] > 50
+
+
+def test_free_running_generation_reports_its_first_divergent_frame_and_codebook(golden_f32: Path) -> None:
+    """A code-predictor head with its sign flipped: codebook 0 of frame 0 still agrees (the talker chose it),
+    the first generated code that differs is codebook 2 (head 1), classified by the golden's margin."""
+    flipped = OfficialCandidate("float32", perturb="talker.code_predictor.lm_head.1.weight", scale=-2.0)
+    result = run(golden_f32, flipped, ["tts_custom_voice"], modes=("chained",))
+    outcome = result.cases[0]
+    assert result.exit_code == 1
+    first = outcome.first_divergence
+    assert first is not None and (first["frame"], first["codebook"]) == (0, 2), first
+    assert first["classification"] in ("token_swap", "logit_drift") and first["golden_token"] != first["candidate_token"]
+    found = [t for t in outcome.tokens if t.mode == "free_running"]
+    assert len(found) == 1 and found[0].key == first["logits"].split("#")[0] == "talker.code_predictor.lm_head.1"
+
+
+def test_after_a_tie_broken_code_later_chained_failures_are_skipped_not_failed(golden_f32: Path, monkeypatch) -> None:
+    """When the first divergent code is a near tie of the golden, everything generated after it legitimately
+    differs: those chained verdicts become SKIPPED (with the reason), the ones before stay as they were."""
+    from conformance.compare import tokens
+
+    real = tokens.classify
+
+    def as_near_tie(*args, **kwargs):
+        return replace(real(*args, **kwargs), classification="near_tie")
+
+    monkeypatch.setattr(engine, "classify", as_near_tie)
+    flipped = OfficialCandidate("float32", perturb="talker.code_predictor.lm_head.1.weight", scale=-2.0)
+    outcome = run(golden_f32, flipped, ["tts_custom_voice"], modes=("chained",)).cases[0]
+    assert outcome.first_divergence["classification"] == "near_tie"
+    seq = outcome.first_divergence["seq_end"]
+    skipped = [t for t in outcome.tensors if t.status == "skipped"]
+    assert skipped and all(t.seq_end > seq and "near_tie at frame 0, codebook 2" in t.message for t in skipped)
+    assert not [t for t in outcome.tensors if t.status == FAIL and t.seq_end > seq]

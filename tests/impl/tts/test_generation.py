@@ -184,6 +184,32 @@ def test_batch_generate_matches_official_with_early_eos(official_custom_voice, n
 
 
 @pytest.mark.official
+def test_a_long_generation_with_a_strong_repetition_penalty_matches_official(official_custom_voice):
+    """Sixteen frames, where the repetition penalty changes which codes win (the committed goldens' three
+    frames never let it decide): the impl's codes and hidden states equal the official's, frame by frame."""
+    import torch
+
+    from conformance.subjects.qwen3_tts.precision import clean_precision
+
+    official = official_custom_voice.model
+    impl = load_model(TINY / "custom_voice", np.float64)
+    request = {"speakers": ["Ryan"], "languages": ["English"], "do_sample": False, "subtalker_dosample": False,
+               "max_new_tokens": 17, "non_streaming_mode": True}  # fmt: skip
+
+    def official_codes(penalty: float) -> tuple[Any, Any]:
+        with torch.no_grad(), clean_precision(torch.float64):
+            return official.generate(input_ids=[torch.from_numpy(ids(TEXT_B))], repetition_penalty=penalty, **request)
+
+    expected = official_codes(3.0)
+    got = impl.generate(input_ids=[ids(TEXT_B)], repetition_penalty=3.0, **request)
+    assert got[0][0].shape == (16, 4)
+    np.testing.assert_array_equal(expected[0][0].numpy(), got[0][0])
+    assert_close(expected[1][0], got[1][0])
+    unpenalised = official_codes(1.0)[0][0].numpy()
+    assert not np.array_equal(unpenalised[:, 0], got[0][0][:, 0]), "the penalty must decide some codebook-0 token"
+
+
+@pytest.mark.official
 def test_batch_api_matches_official(official_custom_voice):
     """The wrapper API on a batch of two texts (left-padded prompts, one padded codec decode) gives the
     official waveforms."""

@@ -313,3 +313,34 @@ def test_logits_processors_match_transformers(off, data, penalty, minimum, top_k
     for expected, got in checks:
         assert got.dtype == np.float32
         np.testing.assert_array_equal(to_numpy(expected), got)
+
+
+@given(s=attention_shapes(), seed=seeds, same_width=st.booleans(), steps=st.integers(1, 3))
+def test_code_predictor_head_with_and_without_the_projection(off, s, seed, same_width, steps):
+    """The whole code predictor (prefill on [talker hidden, code-0 embedding], then one step per further
+    codebook): with the talker as wide as the predictor, `small_to_mtp_projection` is an Identity (the
+    published 0.6B layout, which the tiny checkpoints, with a narrower predictor, never take)."""
+    config = _official_talker_config(off, s)
+    if not same_width:
+        config.hidden_size = s["hidden"] + 4
+    official = randomized(off.tts_modeling.Qwen3TTSTalkerCodePredictorModelForConditionalGeneration(
+        config.code_predictor_config, config), seed)  # fmt: skip
+    impl = transfer(official, cp.CodePredictorForConditionalGeneration(
+        code_predictor_config(config.code_predictor_config.to_dict()), talker_config(config.to_dict())))  # fmt: skip
+    assert isinstance(impl.small_to_mtp_projection, layers.Identity) == same_width
+    rng = np.random.default_rng(seed)
+    prefill = rng.standard_normal((1, 2, config.hidden_size))
+    codes = rng.integers(0, 64, (1, steps))
+    official_cache, impl_cache = _official_cache([]), _impl_cache([])
+    expected = [run_official(official, inputs_embeds=tensor(prefill), past_key_values=official_cache, use_cache=True)]
+    got = [impl(inputs_embeds=prefill, past_key_values=impl_cache, use_cache=True)]
+    for step in range(1, steps):
+        position = np.array([1 + step])
+        expected.append(run_official(official, input_ids=tensor(codes[:, step : step + 1]), generation_steps=step,
+                                     past_key_values=official_cache, use_cache=True,
+                                     cache_position=tensor(position)))  # fmt: skip
+        got.append(impl(input_ids=codes[:, step : step + 1], generation_steps=step, past_key_values=impl_cache,
+                        use_cache=True, cache_position=position))  # fmt: skip
+    for e, g in zip(expected, got):
+        assert_close(e.logits, g["logits"])
+        assert e.generation_steps == g["generation_steps"]

@@ -174,6 +174,29 @@ def test_recording_does_not_change_the_official_outputs(golden_f32: Path, tiny_c
 
 
 @pytest.mark.official
+def test_the_clean_precision_swap_leaves_float32_bit_identical(golden_f32: Path, tiny_checkpoint: Path) -> None:
+    """`clean_precision(float32)` replaces every float32-forcing spot of the official code (norms, rotary
+    embeddings, softmaxes, Mimi's codebook search, the mel basis) with the version the float64 oracle
+    uses; at float32 it must compute exactly what the official code does, or the oracle would measure the
+    noise of another computation. Cases covering every swapped spot, byte-compared with the goldens."""
+    torch = pytest.importorskip("torch")
+    from conformance.subjects.qwen3_tts.cases import CASES_BY_NAME, CaseIO
+    from conformance.subjects.qwen3_tts.precision import clean_precision
+    from conformance.subjects.qwen3_tts.record import CheckpointSource, OfficialModels
+
+    torch.set_num_threads(1)
+    models = OfficialModels(CheckpointSource.from_path(tiny_checkpoint), "float32", "eager")
+    with GoldenStore(golden_f32) as store:
+        for name in ("end_to_end", "codec_encode", "speaker_encoder", "tts_voice_clone_icl"):
+            io = CaseIO("tiny")
+            with torch.no_grad(), clean_precision(torch.float32):
+                CASES_BY_NAME[name].run(models, io)
+            case = store.case(name)
+            for output, value in io.outputs.items():
+                assert np.asarray(value).tobytes() == np.asarray(case.output(output)).tobytes(), (name, output)
+
+
+@pytest.mark.official
 def test_every_randomised_parameter_differs_from_its_official_init(tiny_checkpoint: Path) -> None:
     torch = pytest.importorskip("torch")
     from conformance.subjects.qwen3_tts import checkpoints, configs
