@@ -103,7 +103,7 @@ def benchmark(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def fuzz(session: nox.Session) -> None:
-    """The property-based tests with a deep hypothesis profile (thousands of examples each)."""
+    """The property-based tests with a deep hypothesis profile (1000 examples each, 25 in CI)."""
     _install_recording_stack(session, "record,impl,test")
     env = {"HF_HUB_OFFLINE": "1", "HYPOTHESIS_PROFILE": "fuzz"}
     session.run("pytest", "tests/impl", "tests/store", "tests/compare/test_metrics.py", "-q", *session.posargs, env=env)

@@ -72,6 +72,10 @@ def write_junit(summary: dict[str, Any], path: Path) -> None:
                 elif row["status"] == ERROR:
                     ET.SubElement(testcase, "error", message=(row["messages"] or ["error"])[0][:500]).text = message
                     counts["errors"] += 1
+                elif row["status"] == NOT_COVERED and not summary.get("allow_partial"):
+                    # a module the candidate lacks fails the gate (verdict incomplete): the JUnit view agrees
+                    ET.SubElement(testcase, "failure", message=f"not covered: {(row['messages'] or [''])[0][:400]}")
+                    counts["failures"] += 1
                 elif row["status"] in (XFAIL, NOT_COVERED, SKIPPED):
                     label = {XFAIL: "expected failure", NOT_COVERED: "not covered", SKIPPED: "skipped"}[row["status"]]
                     ET.SubElement(testcase, "skipped", message=f"{label}: {(row['messages'] or [''])[0][:400]}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from impl.qwen3_tts import nn, text
@@ -64,7 +64,6 @@ class Recorder:
 # -- KV cache -------------------------------------------------------------------------------------------------------
 
 
-@settings(max_examples=10)
 @given(prefix=st.integers(1, 6), steps=st.integers(1, 5), seed=st.integers(0, 2**31 - 1), predictor=st.booleans())
 def test_incremental_decoding_equals_full_recompute(prefix, steps, seed, predictor):
     model = tiny_model("custom_voice")

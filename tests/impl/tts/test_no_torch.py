@@ -31,3 +31,25 @@ def test_impl_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "codes (2, 4)" in result.stdout
+
+
+FORBIDDEN = ("torch", "transformers", "qwen_tts", "librosa")
+
+
+def test_no_impl_source_imports_torch_anywhere():
+    """Static: no import statement in impl/ (at module level or inside a function, on paths the runtime test
+    above does not take) names torch, transformers, qwen_tts or librosa."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "impl").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+    assert len(list((ROOT / "impl").rglob("*.py"))) > 10
+    assert not found, found
