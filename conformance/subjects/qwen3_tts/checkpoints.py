@@ -347,13 +347,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def weights_hashes(checkpoint: str | Path) -> dict[str, str]:
-    """sha256 of every safetensors file of a checkpoint folder (speech tokenizer included)."""
+def weights_hashes(checkpoint: str | Path, follow_links: bool = True) -> dict[str, str]:
+    """sha256 of every safetensors file of a checkpoint folder, the speech tokenizer included even where it is
+    a symlink to a shared folder (as in the seeded checkpoints; Path.rglob does not follow those). The
+    goldens' manifest hashes the whole checkpoint tree with `follow_links=False`, each file once."""
     root = Path(checkpoint).resolve()
     out = {}
-    for path in sorted(root.rglob("*.safetensors")):
-        out[str(path.relative_to(root))] = file_sha256(path)
-    return out
+    for folder, _, files in os.walk(root, followlinks=follow_links):
+        for name in files:
+            if name.endswith(".safetensors"):
+                path = Path(folder) / name
+                out[str(path.relative_to(root))] = file_sha256(path)
+    return dict(sorted(out.items()))
 
 
 def load_tts(checkpoint: str | Path, dtype: Any, attn_implementation: str = "eager") -> Any:

@@ -56,7 +56,7 @@ def make_goldens(out_dir: Path, seed: int = record.DEFAULT_SEED, threads: int = 
             "path": CHECKPOINT_DIR,
             "seed": seed,
             "size": "tiny",
-            "files": checkpoints.weights_hashes(folder),
+            "files": checkpoints.weights_hashes(folder, follow_links=False),
         },
         "stores": stores,
         "software": record.software(),

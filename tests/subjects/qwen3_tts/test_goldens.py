@@ -35,7 +35,10 @@ def test_manifest_matches_the_committed_files_and_goldens_stay_small(goldens_dir
         path = goldens_dir / entry["path"]
         assert file_sha256(path) == entry["sha256"], entry["path"]
         assert entry["cases"] == [case.name for case in CASES]
-    assert weights_hashes(goldens_dir / manifest["checkpoint"]["path"]) == manifest["checkpoint"]["files"]
+    assert weights_hashes(goldens_dir / manifest["checkpoint"]["path"], follow_links=False) == manifest["checkpoint"]["files"]
+    # a TTS checkpoint's hashes include its speech tokenizer, a symlink to the shared folder
+    tts = weights_hashes(goldens_dir / manifest["checkpoint"]["path"] / "custom_voice")
+    assert tts["speech_tokenizer/model.safetensors"] == manifest["checkpoint"]["files"]["speech_tokenizer/model.safetensors"]
     total = sum(p.stat().st_size for p in goldens_dir.rglob("*") if p.is_file() and not p.is_symlink())
     assert total < 40e6, f"goldens/ holds {total / 1e6:.1f} MB"
 
@@ -153,6 +156,17 @@ def test_re_recording_reproduces_every_tensor_bit_for_bit(rerecorded: dict[str, 
             assert not differing, (name, differing[:5])
             for output in mine.output_names():
                 assert np.array_equal(np.asarray(mine.output(output)), np.asarray(theirs.output(output)))
+
+
+@pytest.mark.official
+def test_a_recording_hashes_every_weight_file_its_case_ran(rerecorded: dict[str, Path], goldens_dir: Path) -> None:
+    """end_to_end runs the TTS model and its codec: the provenance hashes both weight files (the codec's
+    folder is a symlink in the seeded checkpoints, which a plain rglob skipped)."""
+    manifest = json.loads((goldens_dir / "manifest.json").read_text())["checkpoint"]["files"]
+    with GoldenStore(rerecorded["float32"]) as fresh:
+        hashes = fresh.case("end_to_end").provenance["weights_sha256"]["custom_voice"]
+    assert hashes == {"model.safetensors": manifest["custom_voice/model.safetensors"],
+                      "speech_tokenizer/model.safetensors": manifest["speech_tokenizer/model.safetensors"]}  # fmt: skip
 
 
 @pytest.mark.official
