@@ -422,7 +422,8 @@ class _ChainedSink:
         self.counts: dict[str, int] = defaultdict(int)
         self.stack: dict[str, list[int]] = defaultdict(list)
         self.seen: set[tuple[str, int]] = set()
-        self.extra_calls = 0
+        self.extra_calls: dict[str, int] = defaultdict(int)  # beyond the golden's calls of a recorded module
+        self.unrecorded: dict[str, int] = defaultdict(int)  # of modules the golden did not record (not hooked)
         self.kept: dict[tuple[str, int], dict[str, Any]] = {}
         self.total = len(case.calls())
         self.done = 0
@@ -448,7 +449,7 @@ class _ChainedSink:
             return
         index = self.stack[key].pop()
         if not self.case.has_call(key, index):
-            self.extra_calls += 1
+            (self.unrecorded if not self.case.has_call(key, 0) else self.extra_calls)[key] += 1
             return
         self.seen.add((key, index))
         self.done += 1
@@ -487,7 +488,13 @@ def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOp
         _mark_unseen(case, options, result, sink.seen, f"not reached: the candidate raised {type(exc).__name__}", ERROR)
         return sink.kept
     if sink.extra_calls:
-        result.notes.append(f"the candidate made {sink.extra_calls} calls the golden does not have")
+        shown = ", ".join(f"{key} ×{n}" for key, n in list(sink.extra_calls.items())[:5])
+        result.notes.append(f"the candidate made {sum(sink.extra_calls.values())} more calls of recorded modules "
+                            f"than the golden has: {shown}")  # fmt: skip
+    if sink.unrecorded:
+        roots = sorted({key.split(".")[0].split(":")[0] or key for key in sink.unrecorded})
+        result.notes.append(f"{sum(sink.unrecorded.values())} calls of {len(sink.unrecorded)} modules the golden "
+                            f"did not record (under {', '.join(roots)}) were not checked")  # fmt: skip
     _mark_unseen(case, options, result, sink.seen, "the candidate never made this call")
     return sink.kept
 
