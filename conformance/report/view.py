@@ -398,11 +398,13 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
     frames = max([t["call"] + 1 for t in forced] + [golden_codes.shape[0] if golden_codes is not None else 0])
     books = max(len(heads), golden_codes.shape[1] if golden_codes is not None else 0)
     shown = min(frames, TOKEN_FRAMES)
-    tf_cells: list[list[dict[str, Any] | None]] = [[None] * shown for _ in range(books)]
+    # no logits heads (a codec encode's codes): no teacher-forced grid, only the codes themselves
+    tf_cells: list[list[dict[str, Any] | None]] | None = [[None] * shown for _ in range(books)] if forced else None
     for t in forced:
         cb, frame = heads.index(t["key"]), t["call"]
         if frame >= shown:
             continue
+        assert tf_cells is not None
         old = tf_cells[cb][frame]
         if old is None or TOKEN_RANK.get(t["classification"], 0) > TOKEN_RANK.get(old["cls"], 0):
             tf_cells[cb][frame] = {"cls": t["classification"],

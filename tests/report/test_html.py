@@ -153,6 +153,15 @@ def test_generation_cases_show_the_token_grids(planted_reports: Path) -> None:
     assert any("tok-agree" in n.classes for n in cells)
 
 
+def test_a_codec_encode_shows_its_codes_without_an_empty_teacher_forced_grid(full_reports: Path) -> None:
+    tokens = case_panel(parse(full_reports / "index.html"), "codec_encode").find("section", cls="tokens")
+    grids = {g.attrs["data-grid"]: g for g in tokens.find_all("table", cls="tokgrid")}
+    assert set(grids) == {"free-running"}  # an encoder has codes but no logits heads
+    assert "Teacher-forced" not in tokens.text
+    cells = grids["free-running"].find_all("td", where=lambda n: "tok-agree" in n.classes)
+    assert cells  # official float64 encodes the same codes
+
+
 def test_conformance_report_redraws_the_same_page_from_the_saved_summary_and_arrays(planted_reports: Path,
                                                                                    tmp_path: Path) -> None:  # fmt: skip
     assert (planted_reports / "artifacts.npz").exists()
