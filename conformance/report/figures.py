@@ -26,7 +26,8 @@ MODE_COLOURS = {"chained": "#1f5fbf", "isolated": "#e07b00"}
 FAIL_COLOUR = "#d62728"
 BLAME_COLOUR = "#b00020"
 HEATMAP_ROWS, HEATMAP_COLS = 96, 480  # a heatmap is max-pooled down to at most this many cells
-STAGE_TINTS = ("#e6edf8", "#fbf0dc", "#e4f2e4", "#f2e6f5", "#fde9e9", "#ececec")  # one per pipeline stage
+STAGE_TINTS = ("#d2e4f0", "#ffe5cf", "#d5ecd5", "#f7d4d4", "#eae1f2",
+               "#e8dddb", "#f9e4f3", "#e5e5e5", "#f2f2d3", "#d1f2f5")  # tab10 lightened: one per stage, named below the chart
 ENVELOPE_POINTS = 2000  # longer waveforms are drawn as a min/max envelope of this many blocks
 
 
@@ -63,9 +64,9 @@ def drift_chart(points: list[dict[str, Any]], stages: list[tuple[int, int, str]]
                 title: str) -> str:  # fmt: skip
     """Error of every tapped call in execution order: relative L2 (top) and max |Δ| (bottom), log scale,
     chained and isolated, each with its tolerance (dashed), failing calls marked, the blamed call a red line."""
-    fig = Figure(figsize=(12, 5.6))
+    fig = Figure(figsize=(12, 6.0))
     axes = fig.subplots(2, 1, sharex=True)
-    fig.subplots_adjust(left=0.07, right=0.99, top=0.8, bottom=0.1, hspace=0.08)
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.8, bottom=0.16, hspace=0.08)
     n = max(len(points), 1)
     names = list(dict.fromkeys(name for _, _, name in stages))
     tints = {name: STAGE_TINTS[i % len(STAGE_TINTS)] for i, name in enumerate(names)}
@@ -110,9 +111,15 @@ def drift_chart(points: list[dict[str, Any]], stages: list[tuple[int, int, str]]
         seen.setdefault(lab, h)
     fig.legend(seen.values(), seen.keys(), fontsize=7, ncol=8, loc="upper right", bbox_to_anchor=(0.995, 0.95),
                frameon=False)  # fmt: skip
+    # which band is which stage, also where a band is too narrow to carry its name
+    from matplotlib.patches import Patch
+
+    fig.legend([Patch(facecolor=tints[name], edgecolor="#bbbbbb", lw=0.5) for name in names], names, fontsize=7,
+               ncol=min(len(names), 6), loc="lower left", bbox_to_anchor=(0.065, 0.0), frameon=False,
+               title="stages (background bands)", title_fontsize=7, alignment="left")  # fmt: skip
     transform = blended_transform_factory(axes[0].transData, axes[0].transAxes)
     for start, end, name in stages:
-        if (end - start + 1) / n >= 0.06:
+        if (end - start + 1) / n >= 0.04:
             axes[0].text((start + end) / 2, 1.01, name, transform=transform, ha="center", va="bottom", fontsize=7,
                          color="#555555", clip_on=False)  # fmt: skip
     labels_at: dict[int, list[str]] = {}

@@ -74,7 +74,10 @@
     if (firstBuild || match || onlyFailing) autoExpand(top, !!(match || onlyFailing));
     firstBuild = false;
     render();
-    info.textContent = hits + " module row(s)" + (ci >= 0 ? " in " + data.cases[ci] : " over " + data.cases.length + " case(s)");
+    // hits counts results (one per case, mode and module), not the rows drawn: parents are shown for context
+    info.textContent = hits + (match || onlyFailing ? " matching" : "") + " module result(s)" +
+      (ci >= 0 ? " in " + data.cases[ci] : " over " + data.cases.length + " case(s)") +
+      (match || onlyFailing ? ", shown with the modules that contain them" : "");
   }
   function autoExpand(node, everything) {
     Object.keys(node.children).forEach(function (k) {
