@@ -26,8 +26,18 @@ MODE_COLOURS = {"chained": "#1f5fbf", "isolated": "#e07b00"}
 FAIL_COLOUR = "#d62728"
 BLAME_COLOUR = "#b00020"
 HEATMAP_ROWS, HEATMAP_COLS = 96, 480  # a heatmap is max-pooled down to at most this many cells
-STAGE_TINTS = ("#d2e4f0", "#ffe5cf", "#d5ecd5", "#f7d4d4", "#eae1f2",
-               "#e8dddb", "#f9e4f3", "#e5e5e5", "#f2f2d3", "#d1f2f5")  # tab10 lightened: one per stage, named below the chart
+STAGE_TINTS = (
+    "#d2e4f0",
+    "#ffe5cf",
+    "#d5ecd5",
+    "#f7d4d4",
+    "#eae1f2",
+    "#e8dddb",
+    "#f9e4f3",
+    "#e5e5e5",
+    "#f2f2d3",
+    "#d1f2f5",
+)  # tab10 lightened: one per stage, named below the chart
 ENVELOPE_POINTS = 2000  # longer waveforms are drawn as a min/max envelope of this many blocks
 
 

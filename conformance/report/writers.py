@@ -113,7 +113,9 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         blame = next((b for b in (case["blame"].get("chained"), case["blame"].get("isolated")) if b), None)
         where = f"`{blame['key']}#{blame['call']}` ({blame['mode']})" if blame else "—"
         lines.append(f"| {case['case']} | {case['verdict']} | {where} |")
-    bundles = [(case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")]
+    bundles = [
+        (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
+    ]
     if bundles:
         lines += ["", "Replay bundles of the blamed modules (one module's golden inputs, weights and outputs):", ""]
         lines += sorted({f"- {name}: `{b['key']}#{b['call']}` → `{b['replay_bundle']}`" for name, b in bundles})

@@ -13,7 +13,6 @@ float64 oracle.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from .codec_decoder import Qwen3TTSTokenizerV2Decoder
 from .codec_encoder import Qwen3TTSTokenizerV2Encoder
 from .codec_layers import load_weights
 from .nn import Module, tapped
-from .weights import load_config, load_safetensors
+from .weights import load_checkpoint_tensors, load_config
 
 ROOT_PATH = "speech_tokenizer"
 
@@ -70,17 +69,6 @@ class Qwen3TTSTokenizerV2Model(Module):
         return {"audio_values": audio_values} if return_dict else (audio_values,)
 
 
-def _read_tensors(folder: Path, dtype: Any) -> dict[str, np.ndarray]:
-    """model.safetensors, or the shards named by model.safetensors.index.json."""
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        tensors: dict[str, np.ndarray] = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            tensors.update(load_safetensors(folder / shard, dtype))
-        return tensors
-    return load_safetensors(folder / "model.safetensors", dtype)
-
-
 def load_codec(
     folder: Path | str, dtype: Any = np.float32, attn_implementation: str = "eager"
 ) -> Qwen3TTSTokenizerV2Model:
@@ -95,7 +83,7 @@ def load_codec(
         raise ValueError(f"the codec computes in float32 or float64, not {dtype}")
     root = Qwen3TTSTokenizerV2Model(load_config(folder), dtype, attn_implementation)
     root.bind(ROOT_PATH)
-    root.unused_weights = load_weights(root, _read_tensors(folder, dtype), ROOT_PATH)
+    root.unused_weights = load_weights(root, load_checkpoint_tensors(folder, dtype), ROOT_PATH)
     return root
 
 

@@ -122,59 +122,6 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     return centered / np.sqrt(variance + np.asarray(eps, dtype=x.dtype)) * weight + bias
 
 
-def conv1d(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None = None,
-    stride: int = 1,
-    dilation: int = 1,
-    groups: int = 1,
-) -> np.ndarray:
-    """Valid (unpadded) 1-D convolution. x: (B, C_in, L); weight: (C_out, C_in / groups, K)."""
-    batch, _, length = x.shape
-    c_out, c_group, kernel = weight.shape
-    span = dilation * (kernel - 1) + 1
-    l_out = (length - span) // stride + 1
-    if l_out <= 0:
-        raise ValueError(f"input length {length} is shorter than the kernel span {span}")
-    out_per_group = c_out // groups
-    y = np.zeros((batch, c_out, l_out), dtype=np.result_type(x, weight))
-    for g in range(groups):
-        xg = x[:, g * c_group : (g + 1) * c_group]
-        wg = weight[g * out_per_group : (g + 1) * out_per_group]
-        for k in range(kernel):
-            start = k * dilation
-            tap = xg[:, :, start : start + stride * (l_out - 1) + 1 : stride]  # (B, c_group, l_out)
-            y[:, g * out_per_group : (g + 1) * out_per_group] += np.einsum("oc,bcl->bol", wg[:, :, k], tap)
-    if bias is not None:
-        y += bias[None, :, None]
-    return y
-
-
-def conv_transpose1d(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, groups: int = 1
-) -> np.ndarray:
-    """1-D transposed convolution, no padding: output length (L - 1) * stride + K.
-    x: (B, C_in, L); weight: (C_in, C_out / groups, K)."""
-    batch, c_in, length = x.shape
-    _, c_group_out, kernel = weight.shape
-    c_group_in = c_in // groups
-    c_out = c_group_out * groups
-    l_out = (length - 1) * stride + kernel
-    y = np.zeros((batch, c_out, l_out), dtype=np.result_type(x, weight))
-    for g in range(groups):
-        xg = x[:, g * c_group_in : (g + 1) * c_group_in]
-        wg = weight[g * c_group_in : (g + 1) * c_group_in]
-        for k in range(kernel):
-            # input position i contributes to output position i * stride + k
-            y[:, g * c_group_out : (g + 1) * c_group_out, k : k + stride * (length - 1) + 1 : stride] += np.einsum(
-                "co,bcl->bol", wg[:, :, k], xg
-            )
-    if bias is not None:
-        y += bias[None, :, None]
-    return y
-
-
 def rotate_half(x: np.ndarray) -> np.ndarray:
     half = x.shape[-1] // 2
     return np.concatenate((-x[..., half:], x[..., :half]), axis=-1)

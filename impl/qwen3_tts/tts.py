@@ -35,7 +35,7 @@ from .layers import load_params
 from .nn import Module, tapped
 from .speaker import SpeakerEncoder, mel_spectrogram, speaker_encoder_config
 from .talker import TalkerForConditionalGeneration, talker_config
-from .weights import load_config, load_safetensors
+from .weights import load_checkpoint_tensors, load_config
 
 # `:mel_spectrogram` resolves to the root's dtype-aware `mel_spectrogram` method (see there): a free
 # function cannot know that a float64 model computes the mel of float32 audio in float64.
@@ -283,23 +283,13 @@ class Qwen3TTSForConditionalGeneration(Module):
 # -- loading ------------------------------------------------------------------------------------------------------
 
 
-def _checkpoint_tensors(folder: Path, dtype: Any) -> dict[str, np.ndarray]:
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        tensors: dict[str, np.ndarray] = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            tensors.update(load_safetensors(folder / shard, dtype))
-        return tensors
-    return load_safetensors(folder / "model.safetensors", dtype)
-
-
 def load_model(folder: str | Path, dtype: Any = np.float32) -> Qwen3TTSForConditionalGeneration:
     """The TTS model of a checkpoint folder (config.json, model.safetensors, generation_config.json) without
     its codec, bound at path ""."""
     folder = Path(folder)
     model = Qwen3TTSForConditionalGeneration(load_config(folder), dtype).bind("")
     skip = () if model.speaker_encoder is not None else ("speaker_encoder.",)
-    load_params(model, _checkpoint_tensors(folder, dtype), dtype, skip_prefixes=skip)
+    load_params(model, load_checkpoint_tensors(folder, dtype), dtype, skip_prefixes=skip)
     if (folder / "generation_config.json").exists():
         model.generate_config = json.loads((folder / "generation_config.json").read_text())
     model.name_or_path = folder

@@ -52,5 +52,17 @@ def load_safetensors(path: str | Path, dtype: np.dtype | type | None = None) -> 
     return out
 
 
+def load_checkpoint_tensors(folder: str | Path, dtype: np.dtype | type | None = None) -> dict[str, np.ndarray]:
+    """The tensors of a checkpoint folder: model.safetensors, or the shards model.safetensors.index.json names."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if not index.exists():
+        return load_safetensors(folder / "model.safetensors", dtype)
+    tensors: dict[str, np.ndarray] = {}
+    for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+        tensors.update(load_safetensors(folder / shard, dtype))
+    return tensors
+
+
 def load_config(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "config.json").read_text())

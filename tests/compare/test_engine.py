@@ -88,7 +88,9 @@ def test_free_running_generation_reports_its_first_divergent_frame_and_codebook(
     assert result.exit_code == 1
     first = outcome.first_divergence
     assert first is not None and (first["frame"], first["codebook"]) == (0, 2), first
-    assert first["classification"] in ("token_swap", "logit_drift") and first["golden_token"] != first["candidate_token"]
+    assert (
+        first["classification"] in ("token_swap", "logit_drift") and first["golden_token"] != first["candidate_token"]
+    )
     found = [t for t in outcome.tokens if t.mode == "free_running"]
     assert len(found) == 1 and found[0].key == first["logits"].split("#")[0] == "talker.code_predictor.lm_head.1"
 

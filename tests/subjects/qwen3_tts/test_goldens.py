@@ -36,10 +36,16 @@ def test_manifest_matches_the_committed_files_and_goldens_stay_small(goldens_dir
         path = goldens_dir / entry["path"]
         assert file_sha256(path) == entry["sha256"], entry["path"]
         assert entry["cases"] == [case.name for case in CASES]
-    assert weights_hashes(goldens_dir / manifest["checkpoint"]["path"], follow_links=False) == manifest["checkpoint"]["files"]
+    assert (
+        weights_hashes(goldens_dir / manifest["checkpoint"]["path"], follow_links=False)
+        == manifest["checkpoint"]["files"]
+    )
     # a TTS checkpoint's hashes include its speech tokenizer, a symlink to the shared folder
     tts = weights_hashes(goldens_dir / manifest["checkpoint"]["path"] / "custom_voice")
-    assert tts["speech_tokenizer/model.safetensors"] == manifest["checkpoint"]["files"]["speech_tokenizer/model.safetensors"]
+    assert (
+        tts["speech_tokenizer/model.safetensors"]
+        == manifest["checkpoint"]["files"]["speech_tokenizer/model.safetensors"]
+    )
     total = sum(p.stat().st_size for p in goldens_dir.rglob("*") if p.is_file() and not p.is_symlink())
     assert total < 40e6, f"goldens/ holds {total / 1e6:.1f} MB"
 
