@@ -123,6 +123,10 @@ def test_the_full_report_loads_offline_without_console_errors(browser, full_repo
     assert "in end_to_end" in page.locator("#tree-info").inner_text()
     page.click("#open-all")
     page.screenshot(path=str(ROOT / "reports" / "report-full.png"), full_page=False)
+    # every panel open, the tree expanded: nothing is wider than an 1100 px window (long tensor paths wrap)
+    page.set_viewport_size({"width": 1100, "height": 1000})
+    page.wait_for_timeout(200)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1100
     assert visit.external() == []
     assert visit.errors == []
     visit.context.close()
