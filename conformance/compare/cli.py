@@ -44,7 +44,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--map", type=Path, help="name/layout mapping of a port's dump (TOML)")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
-    p.add_argument("--allow-partial", action="store_true", help="modules the candidate lacks do not fail the run")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="modules the candidate lacks do not fail the run (verdict partial, exit 0)")  # fmt: skip
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="check cases in this many worker processes (same verdicts as one; default 1)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
