@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +78,13 @@ def find_policy(explicit: Path | None) -> Path | None:
     return None
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (import blocked)
+        return False
+
+
 def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | None = None) -> Any:
     if spec == "impl" or spec.startswith("impl:"):
         dtype = spec.partition(":")[2] or None
@@ -86,12 +94,8 @@ def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | No
 
         return ImplCandidate(dtype, checkpoint)
     if spec == "official" or spec.startswith("official:"):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise UsageError(
-                "the official candidate needs torch and qwen-tts (pip install 'conformance[record]')"
-            ) from None
+        if not _importable("torch"):  # the checking side itself never imports torch
+            raise UsageError("the official candidate needs torch and qwen-tts (pip install 'conformance[record]')")
         from ..subjects.qwen3_tts.official_binding import OfficialCandidate, parse_spec
 
         return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
