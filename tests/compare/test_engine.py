@@ -79,10 +79,14 @@ def test_calibrated_thresholds_pass_the_official_float64_model_and_fail_below_it
     assert failing.counts()[FAIL] > 50
 
 
+# a code-predictor head with its sign flipped (weight * (1 - 2))
+FLIPPED_HEAD = {"perturb": "talker.code_predictor.lm_head.1.weight", "scale": -2.0}
+
+
 def test_free_running_generation_reports_its_first_divergent_frame_and_codebook(golden_f32: Path) -> None:
     """A code-predictor head with its sign flipped: codebook 0 of frame 0 still agrees (the talker chose it),
     the first generated code that differs is codebook 2 (head 1), classified by the golden's margin."""
-    flipped = OfficialCandidate("float32", perturb="talker.code_predictor.lm_head.1.weight", scale=-2.0)
+    flipped = OfficialCandidate("float32", **FLIPPED_HEAD)
     result = run(golden_f32, flipped, ["tts_custom_voice"], modes=("chained",))
     outcome = result.cases[0]
     assert result.exit_code == 1
@@ -106,7 +110,7 @@ def test_after_a_tie_broken_code_later_chained_failures_are_skipped_not_failed(g
         return replace(real(*args, **kwargs), classification="near_tie")
 
     monkeypatch.setattr(engine, "classify", as_near_tie)
-    flipped = OfficialCandidate("float32", perturb="talker.code_predictor.lm_head.1.weight", scale=-2.0)
+    flipped = OfficialCandidate("float32", **FLIPPED_HEAD)
     outcome = run(golden_f32, flipped, ["tts_custom_voice"], modes=("chained",)).cases[0]
     assert outcome.first_divergence["classification"] == "near_tie"
     seq = outcome.first_divergence["seq_end"]

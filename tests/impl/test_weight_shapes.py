@@ -17,7 +17,7 @@ from impl.qwen3_tts.codec_layers import WeightError
 from impl.qwen3_tts.tts import load_model
 from impl.qwen3_tts.weights import load_safetensors
 
-TINY = Path(__file__).resolve().parents[2] / "goldens" / "checkpoints" / "qwen3_tts-tiny"
+from .tts.helpers import TINY
 
 
 def _with_tensor(source: Path, target: Path, name: str, value: np.ndarray) -> Path:

@@ -16,7 +16,7 @@ from conformance.report import writers
 from conformance.report.artifacts import load_artifacts
 from conformance.report.html import render_report
 
-from .conftest import BLAMED, PLANTED_CASES
+from .conftest import BLAMED, PLANTED_CASES, _check
 from .page import Node, parse
 
 pytestmark = [pytest.mark.official, pytest.mark.slow]
@@ -134,8 +134,6 @@ def test_a_float64_golden_gets_the_candidate_player_too(tmp_path: Path, golden_f
     """A float64 golden keeps its case waveform in float32 while the decoder's output is float64: the candidate's
     audio is still found (it once matched by exact value across the two dtypes, and every float64 report
     showed the golden player alone)."""
-    from .conftest import _check
-
     assert _check(tmp_path, golden_f64, "impl", "--cases", "codec_decode_short") == 0
     audio = case_panel(parse(tmp_path / "index.html"), "codec_decode_short").find("section", cls="audio")
     assert len(audio.find_all("audio")) == 3
