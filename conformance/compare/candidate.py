@@ -64,9 +64,40 @@ class Candidate:
         """Called once a mode of a case has been judged and blamed: a candidate may add notes or refine
         the blame with what only it knows (a dump blames through the golden producers of each input)."""
 
+    def provenance(self) -> dict[str, Any]:
+        """What this candidate is, for the reports: `kind`, a `label` naming what ran, and for Python
+        candidates the distribution that provides the imported package (name, version, location) and the
+        versions of the libraries it ran with; for dumps, the dump's metadata and file hashes."""
+        return {"kind": self.name, "label": self.description}
+
     @property
     def description(self) -> str:
         return self.name
+
+
+class UnloadableCandidate(Candidate):
+    """Stands for a candidate whose construction raised (a fork that fails on import, a port library that
+    cannot load): every case gets an `error` verdict with that exception, and the reports are still written."""
+
+    def __init__(self, spec: str, exc: BaseException) -> None:
+        self.name = spec
+        self.exc = exc
+
+    def prepare(self, store: GoldenStore, case: Case) -> None:
+        raise CandidateCrash("load", self.exc)
+
+    @property
+    def description(self) -> str:
+        return f"{self.name} (failed to load)"
+
+
+class CandidateCrash(Exception):
+    """An exception of the candidate, re-raised with the stage it happened in."""
+
+    def __init__(self, stage: str, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.stage = stage
+        self.original = original
 
 
 class CandidateFactory(ABC):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import ConformanceError, UsageError
+from .candidate import UnloadableCandidate
 
 DEFAULT_POLICY_FILES = ("conformance-policy.toml", "pyproject.toml")
 
@@ -117,7 +119,12 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     console = Console(stderr=True, quiet=args.quiet)
     policy = load_policy(find_policy(args.policy))
-    candidate = make_candidate(args.candidate, args.checkpoint, args.map)
+    try:
+        candidate = make_candidate(args.candidate, args.checkpoint, args.map)
+    except ConformanceError:
+        raise
+    except Exception as exc:  # a candidate that cannot even be built: every case gets its error verdict
+        candidate = UnloadableCandidate(args.candidate, exc)
     if args.mode is None:
         modes = tuple(getattr(candidate, "default_modes", ("isolated", "chained")))
     else:
@@ -145,6 +152,8 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     summary = write_reports(run, args.reports, html=not args.no_html, console=console)
     _print_table(console, summary)
     _print_replay_bundles(summary)
+    if run.error_line:
+        print(f"conformance: error: {run.error_line}", file=sys.stderr)
     return run.exit_code
 
 

@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConformanceError
 from ..store import tree
 from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import LeafRecord
-from .candidate import Candidate, NotCovered
+from .candidate import Candidate, CandidateCrash, NotCovered
 from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
 from .policy import THRESHOLDS, Policy
 from .results import (
@@ -42,6 +43,7 @@ from .results import (
     XFAIL,
     XPASS,
     Blame,
+    CaseError,
     CaseResult,
     GrowthPoint,
     RunResult,
@@ -633,15 +635,18 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         result = CaseResult(name, case.provenance.get("family", ""), case.dtype, list(options.modes),
                             description=case.provenance.get("description", ""))  # fmt: skip
         reference = _reference_case(options.reference, case, result)
-        candidate.prepare(store, case)
+        stage = "prepare"
         try:
+            candidate.prepare(store, case)
             if "isolated" in options.modes:
+                stage = "isolated"
                 t = time.time()
                 run_isolated(case, candidate, Judge(policy, case, reference, "isolated"), options, result, keeper)
                 result.seconds["isolated"] = round(time.time() - t, 3)
                 result.blame["isolated"] = blame(result, "isolated")
                 candidate.review(case, result, "isolated")
             if "chained" in options.modes:
+                stage = "chained"
                 t = time.time()
                 keep = set(options.keep)
                 if options.subject is not None and hasattr(options.subject, "keep"):
@@ -654,6 +659,10 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 result.blame["chained"] = blame(result, "chained")
                 candidate.review(case, result, "chained")
                 run.artifacts[name] = kept
+        except (ConformanceError, CheckerError, KeyboardInterrupt):
+            raise  # bad input (exit 2 with its one line) or a bug of the checker: never a verdict on the candidate
+        except Exception as exc:  # the candidate crashed: an error verdict for this case, the other cases still run
+            result.error = case_error(stage, exc)
         finally:
             candidate.release()
         for index, roles in (keeper.kept.pop(name, {}) if keeper is not None else {}).items():
@@ -662,8 +671,25 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 slot.setdefault(role, value)
         result.growth = growth(result)
         run.cases.append(result)
+    run.candidate = candidate.description  # after loading: a candidate may only then know what it is
+    try:
+        run.candidate_provenance = candidate.provenance()
+    except Exception as exc:  # a candidate that cannot describe itself is still judged
+        run.candidate_provenance = {"kind": candidate.name, "label": run.candidate,
+                                    "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
     run.seconds = time.time() - started
     return run
+
+
+def case_error(stage: str, exc: BaseException) -> CaseError:
+    """A candidate's exception as a case's error verdict: its one-line message, the traceback kept whole."""
+    import traceback
+
+    if isinstance(exc, CandidateCrash):
+        stage, exc = exc.stage, exc.original
+    message = " ".join(str(exc).split())[:500] or "(no message)"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return CaseError(stage, type(exc).__name__, message, text)
 
 
 def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResult) -> Case | None:

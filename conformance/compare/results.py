@@ -15,9 +15,18 @@ PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED = (
     "error",
     "skipped",
 )
-STATUSES = (PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED)
+# isolated replay could not call the candidate's module with the golden's arguments (a TypeError: missing or
+# unexpected keyword, other arity): not a numeric verdict, and not the candidate's crash either
+INTERFACE = "interface_mismatch"
+STATUSES = (PASS, FAIL, XFAIL, XPASS, NOT_COVERED, INTERFACE, ERROR, SKIPPED)
 FAILING = (FAIL, ERROR)
+UNJUDGED = (NOT_COVERED, INTERFACE)  # the golden tensor got no numeric verdict: the run is incomplete
 PARTIAL = "partial"  # the run's verdict when --allow-partial lets modules the candidate lacks through (exit 0)
+INCOMPLETE = "incomplete"
+# Exit codes of a check (the CI contract): 0 conform (or partial with --allow-partial), 1 a divergence
+# beyond policy or golden tensors the candidate did not cover, 2 bad input or usage, or a candidate that
+# crashed (while loading, preparing or running a case: its verdict is `error`, never a divergence).
+EXIT_OK, EXIT_DIVERGED, EXIT_ERROR = 0, 1, 2
 
 
 def _clean(value: Any) -> Any:
@@ -58,6 +67,7 @@ class TensorResult:
     seq_start: int = 0
     seq_end: int = 0
     tier: str = "full"
+    note: str = ""  # what the verdict took into account without failing (e.g. an input equal by value only)
 
     @property
     def name(self) -> str:
@@ -83,6 +93,8 @@ class Blame:
     outputs: list[str] = field(default_factory=list)  # failing output tensor names
     inputs: list[str] = field(default_factory=list)  # its input tensor names (all conform)
     replay_bundle: str | None = None
+    kind: str = "module"  # "module": this call diverged on conforming inputs; "input": divergence entered
+    # through an input of this call that no recorded module produced (`inputs` names it)
 
     def to_json(self) -> dict[str, Any]:
         return _clean(asdict(self))
@@ -128,6 +140,27 @@ class GrowthPoint:
         return _clean(asdict(self))
 
 
+_STAGES = {"load": "loading the candidate", "prepare": "loading or preparing the case",
+           "isolated": "running the isolated checks", "chained": "running the case end to end"}  # fmt: skip
+
+
+@dataclass
+class CaseError:
+    """The candidate crashed on a case (while loading, preparing or running it): no numeric verdict."""
+
+    stage: str  # "load", "prepare", "isolated", "chained"
+    type: str  # the exception's class name
+    message: str  # its one-line message
+    traceback: str = ""
+
+    @property
+    def line(self) -> str:
+        return f"{self.type} while {_STAGES.get(self.stage, self.stage)}: {self.message}"
+
+    def to_json(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
 @dataclass
 class CaseResult:
     case: str
@@ -142,6 +175,7 @@ class CaseResult:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     description: str = ""
+    error: CaseError | None = None
 
     def outputs(self, mode: str | None = None) -> list[TensorResult]:
         return [t for t in self.tensors if not t.is_input and (mode is None or t.mode == mode)]
@@ -155,15 +189,18 @@ class CaseResult:
     @property
     def verdict(self) -> str:
         counts = self.counts()
-        if counts[FAIL] or counts[ERROR]:
+        if self.error is not None or counts[ERROR]:
+            return ERROR
+        if counts[FAIL]:
             return FAIL
-        if counts[NOT_COVERED]:
-            return "incomplete"
+        if counts[NOT_COVERED] or counts[INTERFACE]:
+            return INCOMPLETE
         return PASS
 
     def to_json(self) -> dict[str, Any]:
         return {
             "case": self.case,
+            "error": self.error.to_json() if self.error else None,
             "family": self.family,
             "dtype": self.dtype,
             "description": self.description,
@@ -193,6 +230,9 @@ class RunResult:
     modes: list[str] = field(default_factory=list)
     allow_partial: bool = False
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # what the candidate is (distribution, version, location, library versions; a dump's metadata and hashes)
+    candidate_provenance: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # run-wide notes (e.g. a calibration fallback)
 
     def counts(self) -> dict[str, int]:
         out = {status: 0 for status in STATUSES}
@@ -204,16 +244,36 @@ class RunResult:
     @property
     def verdict(self) -> str:
         counts = self.counts()
-        if counts[FAIL] or counts[ERROR]:
+        if counts[ERROR] or any(case.error is not None for case in self.cases):
+            return ERROR
+        if counts[FAIL]:
             return FAIL
-        if counts[NOT_COVERED]:
+        if counts[NOT_COVERED] or counts[INTERFACE]:
             # --allow-partial lets a partial port through the gate, but never as a pass of the whole
-            return PARTIAL if self.allow_partial else "incomplete"
+            return PARTIAL if self.allow_partial else INCOMPLETE
         return PASS
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verdict in (PASS, PARTIAL) else 1
+        verdict = self.verdict
+        if verdict == ERROR:
+            return EXIT_ERROR
+        return EXIT_OK if verdict in (PASS, PARTIAL) else EXIT_DIVERGED
+
+    @property
+    def error_line(self) -> str | None:
+        """One line saying why the run is an error (the candidate crashed), or None."""
+        crashed = [case for case in self.cases if case.error is not None]
+        if crashed:
+            first = crashed[0]
+            assert first.error is not None
+            more = f" (and {len(crashed) - 1} more case(s))" if len(crashed) > 1 else ""
+            return f"the candidate crashed on case {first.case}{more}: {first.error.line}"
+        for case in self.cases:
+            for tensor in case.tensors:
+                if tensor.status == ERROR:
+                    return f"the candidate raised in {tensor.name} ({tensor.mode}, case {case.case}): {tensor.message}"
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -221,7 +281,10 @@ class RunResult:
             "verdict": self.verdict,
             "exit_code": self.exit_code,
             "counts": self.counts(),
+            "error": self.error_line,
             "candidate": self.candidate,
+            "candidate_provenance": _clean(self.candidate_provenance),
+            "notes": self.notes,
             "goldens": self.goldens,
             "modes": self.modes,
             "allow_partial": self.allow_partial,
