@@ -25,8 +25,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             "golden inputs; chained: the candidate runs each case from its inputs and every intermediate is "
             "compared. Thresholds come from the tolerance policy (calibrated on the official model's own "
             "float32-vs-float64 noise by default). Writes summary.json, junit.xml, summary.md, history.jsonl "
-            "and index.html to --reports. Exit 0 conform, 1 divergence beyond policy (or not covered), 2 bad "
-            "input or usage."
+            "and index.html to --reports. Exit 0 conform, 1 divergence beyond policy (or not covered, or an "
+            "interface mismatch), 2 bad input or usage."
         ),
     )
     p.add_argument("--goldens", required=True, type=Path, help="golden store (.h5)")
@@ -48,7 +48,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--allow-partial", action="store_true",
-                   help="modules the candidate lacks do not fail the run (verdict partial, exit 0)")  # fmt: skip
+                   help="modules the candidate lacks (or cannot call with the golden's arguments: interface "
+                        "mismatch) do not fail the run (verdict partial, exit 0)")  # fmt: skip
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="check cases in this many worker processes (same verdicts as one; default 1)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
@@ -294,20 +295,23 @@ def _print_table(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"conformance: {summary['verdict']} — {summary['candidate']}")
-    for column in ("case", "mode", "pass", "fail", "xfail", "not covered", "first divergence"):
+    for column in ("case", "mode", "pass", "fail", "xfail", "not covered", "interface", "first divergence"):
         table.add_column(column)
     for case in summary["cases"]:
         for mode in case["modes"]:
-            counts = {s: 0 for s in ("pass", "fail", "xfail", "not_covered", "error", "skipped", "xpass")}
+            counts = {s: 0 for s in ("pass", "fail", "xfail", "not_covered", "interface_mismatch", "error", "skipped",
+                                     "xpass")}  # fmt: skip
             for tensor in case["tensors"]:
                 if tensor["mode"] == mode and tensor["role"].startswith("outputs"):
                     counts[tensor["status"]] += 1
             blame = case["blame"].get(mode)
             where = f"{blame['key']}#{blame['call']}" if blame else ""
-            style = "red" if counts["fail"] or counts["error"] else ("yellow" if counts["not_covered"] else "green")
+            unjudged = counts["not_covered"] or counts["interface_mismatch"]
+            style = "red" if counts["fail"] or counts["error"] else ("yellow" if unjudged else "green")
             table.add_row(case["case"], mode, str(counts["pass"] + counts["xpass"]), str(counts["fail"] + counts["error"]),
-                          str(counts["xfail"]), str(counts["not_covered"]), where, style=style)  # fmt: skip
+                          str(counts["xfail"]), str(counts["not_covered"]), str(counts["interface_mismatch"]), where,
+                          style=style)  # fmt: skip
     console.print(table)
     c = summary["counts"]
     console.print(f"{summary['verdict']}: {c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['xfail']} xfail, "
-                  f"{c['not_covered']} not covered, {c['skipped']} skipped — exit {summary['exit_code']}")  # fmt: skip
+                  f"{c['not_covered']} not covered, {c.get('interface_mismatch', 0)} interface mismatch, {c['skipped']} skipped — exit {summary['exit_code']}")  # fmt: skip

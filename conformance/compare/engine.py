@@ -31,12 +31,13 @@ from ..errors import ConformanceError
 from ..store import tree
 from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import LeafRecord
-from .candidate import Candidate, CandidateCrash, NotCovered
+from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
 from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
     FAIL,
+    INTERFACE,
     NOT_COVERED,
     PASS,
     SKIPPED,
@@ -459,6 +460,12 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
                 result.tensors.append(TensorResult(case.name, "isolated", leaf.key, leaf.call, leaf.role, NOT_COVERED,
                                                    leaf.dtype, list(leaf.shape), seq_start=seq[0], seq_end=seq[1],
                                                    message="the candidate does not implement this module"))  # fmt: skip
+            continue
+        except InterfaceMismatch as exc:  # its arguments do not bind: no numeric verdict (chained mode still judges)
+            for leaf in leaves:
+                result.tensors.append(TensorResult(case.name, "isolated", leaf.key, leaf.call, leaf.role, INTERFACE,
+                                                   leaf.dtype, list(leaf.shape), seq_start=seq[0], seq_end=seq[1],
+                                                   message=str(exc)))  # fmt: skip
             continue
         except Exception as exc:  # a candidate's crash is a verdict on that module, not the end of the run
             message = f"the candidate raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
