@@ -44,7 +44,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="float64 golden for chained-noise calibration of a float32 golden (default: from the "
                         "manifest.json beside the golden)")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="checkpoint folder to load weights from (default: provenance)")
-    p.add_argument("--map", type=Path, help="name/layout mapping of a port's dump (TOML)")
+    p.add_argument("--map", type=Path,
+                   help="name map (TOML): a dump's tensor names and layouts, or a Python candidate's moved modules "
+                        "([modules]) and renamed keywords ([[kwargs]]); see docs/porting-guide.md")  # fmt: skip
     p.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--allow-partial", action="store_true",
@@ -89,6 +91,23 @@ def _importable(name: str) -> bool:
 
 
 def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | None = None) -> Any:
+    """The candidate a `--candidate` spec names. A map routes a dump's tensors; a Python candidate (impl,
+    official) is seen through its [modules] and [[kwargs]] sections."""
+    if spec.startswith("dump:"):
+        try:
+            from ..ports.dump import DumpCandidate
+        except ImportError:
+            raise UsageError("dump candidates are not available in this version") from None
+        return DumpCandidate(Path(spec[len("dump:") :]), mapping)
+    if mapping is None:
+        return _python_candidate(spec, checkpoint)
+    from ..ports.mapped import MappedCandidate, load_python_map
+
+    names = load_python_map(mapping)  # a malformed map is bad input (exit 2) before anything loads
+    return MappedCandidate(_python_candidate(spec, checkpoint), names)
+
+
+def _python_candidate(spec: str, checkpoint: Path | None) -> Any:
     if spec == "impl" or spec.startswith("impl:"):
         dtype = spec.partition(":")[2] or None
         if dtype not in (None, "float32", "float64"):
@@ -102,12 +121,6 @@ def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | No
         from ..subjects.qwen3_tts.official_binding import OfficialCandidate, parse_spec
 
         return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
-    if spec.startswith("dump:"):
-        try:
-            from ..ports.dump import DumpCandidate
-        except ImportError:
-            raise UsageError("dump candidates are not available in this version") from None
-        return DumpCandidate(Path(spec[len("dump:") :]), mapping)
     raise UsageError(f"unknown candidate {spec!r} (impl, official[:...], dump:PATH)")
 
 
