@@ -16,8 +16,10 @@ candidate does not implement is reported as *not covered*, never as a pass.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..store.reader import Case, GoldenStore
@@ -49,6 +51,8 @@ class Candidate:
         return False
 
     def run_isolated(self, case: Case, call: CallRecord, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """The outputs of this call on the golden inputs. Raises NotCovered for a module the candidate lacks and
+        InterfaceMismatch when the module cannot take the golden's arguments (see `check_call`)."""
         raise NotCovered(call.key)
 
     def can_chain(self, case: Case) -> bool:
@@ -98,6 +102,71 @@ class CandidateCrash(Exception):
         super().__init__(str(original))
         self.stage = stage
         self.original = original
+
+
+class InterfaceMismatch(Exception):
+    """Isolated replay cannot call the candidate's module with the golden's arguments (other keyword names, other
+    arity): the verdict is `interface_mismatch`, neither a numeric divergence nor a crash of the module."""
+
+
+def signature_of(target: Callable[..., Any]) -> inspect.Signature | None:
+    """The parameters a candidate's module takes. Module objects (torch's, the impl's) are called through a
+    generic `__call__(*args, **kwargs)`: their `forward` says what they take. None when Python cannot tell
+    (builtins, extension functions)."""
+    forward = getattr(target, "forward", None)
+    if callable(forward) and not inspect.isroutine(target):
+        target = forward
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_call(target: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Raise InterfaceMismatch when `target` cannot take these arguments. Binding them to its signature before
+    the call tells an interface mismatch from a TypeError raised inside the module's own code (a crash)."""
+    signature = signature_of(target)
+    if signature is None:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InterfaceMismatch(describe_mismatch(signature, len(args), list(kwargs), str(exc))) from None
+
+
+def describe_mismatch(signature: inspect.Signature, n_args: int, kwargs: list[str], error: str = "") -> str:
+    """The difference between what the golden passes and what the candidate takes, in a line:
+    "candidate takes pos_ids, golden passes position_ids"."""
+    params = list(signature.parameters.values())
+    kinds = inspect.Parameter
+    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    keyword_names = [p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)]
+    takes_varargs = any(p.kind == kinds.VAR_POSITIONAL for p in params)
+    takes_varkw = any(p.kind == kinds.VAR_KEYWORD for p in params)
+    bound = {p.name for p in positional[:n_args]} | set(kwargs)
+    unbound = [name for name in keyword_names if name not in bound]
+    parts = []
+    if n_args > len(positional) and not takes_varargs:
+        parts.append(f"golden passes {n_args} positional arguments, candidate takes {len(positional)}")
+    unexpected = [] if takes_varkw else [name for name in kwargs if name not in keyword_names]
+    matched: set[str] = set()
+    for name in unexpected:
+        close = difflib.get_close_matches(name, [n for n in unbound if n not in matched], n=1, cutoff=0.5)
+        if close:
+            matched.add(close[0])
+            parts.append(f"candidate takes {close[0]}, golden passes {name}")
+        else:
+            parts.append(f"golden passes {name}, which the candidate does not take")
+    duplicated = [p.name for p in positional[:n_args] if p.name in kwargs]
+    parts += [f"golden passes {name} both by position and by keyword" for name in duplicated]
+    required = [p.name for p in params if p.default is p.empty and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+                and p.name not in bound and p.name not in matched]  # fmt: skip
+    parts += [f"candidate requires {name}, which the golden does not pass" for name in required]
+    if not parts:
+        parts.append(error or "the arguments do not bind")
+    plain = signature.replace(parameters=[p.replace(annotation=p.empty) for p in params],
+                              return_annotation=inspect.Signature.empty)  # fmt: skip
+    return f"interface mismatch: {'; '.join(parts)} (candidate signature {plain})"
 
 
 class CandidateFactory(ABC):

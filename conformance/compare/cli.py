@@ -25,8 +25,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             "golden inputs; chained: the candidate runs each case from its inputs and every intermediate is "
             "compared. Thresholds come from the tolerance policy (calibrated on the official model's own "
             "float32-vs-float64 noise by default). Writes summary.json, junit.xml, summary.md, history.jsonl "
-            "and index.html to --reports. Exit 0 conform, 1 divergence beyond policy (or not covered), 2 bad "
-            "input or usage."
+            "and index.html to --reports. Exit 0 conform, 1 divergence beyond policy (or not covered, or an "
+            "interface mismatch), 2 bad input or usage."
         ),
     )
     p.add_argument("--goldens", required=True, type=Path, help="golden store (.h5)")
@@ -44,11 +44,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="float64 golden for chained-noise calibration of a float32 golden (default: from the "
                         "manifest.json beside the golden)")  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="checkpoint folder to load weights from (default: provenance)")
-    p.add_argument("--map", type=Path, help="name/layout mapping of a port's dump (TOML)")
+    p.add_argument("--map", type=Path,
+                   help="name map (TOML): a dump's tensor names and layouts, or a Python candidate's moved modules "
+                        "([modules]) and renamed keywords ([[kwargs]]); see docs/porting-guide.md")  # fmt: skip
     p.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--allow-partial", action="store_true",
-                   help="modules the candidate lacks do not fail the run (verdict partial, exit 0)")  # fmt: skip
+                   help="modules the candidate lacks (or cannot call with the golden's arguments: interface "
+                        "mismatch) do not fail the run (verdict partial, exit 0)")  # fmt: skip
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="check cases in this many worker processes (same verdicts as one; default 1)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
@@ -88,6 +91,23 @@ def _importable(name: str) -> bool:
 
 
 def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | None = None) -> Any:
+    """The candidate a `--candidate` spec names. A map routes a dump's tensors; a Python candidate (impl,
+    official) is seen through its [modules] and [[kwargs]] sections."""
+    if spec.startswith("dump:"):
+        try:
+            from ..ports.dump import DumpCandidate
+        except ImportError:
+            raise UsageError("dump candidates are not available in this version") from None
+        return DumpCandidate(Path(spec[len("dump:") :]), mapping)
+    if mapping is None:
+        return _python_candidate(spec, checkpoint)
+    from ..ports.mapped import MappedCandidate, load_python_map
+
+    names = load_python_map(mapping)  # a malformed map is bad input (exit 2) before anything loads
+    return MappedCandidate(_python_candidate(spec, checkpoint), names)
+
+
+def _python_candidate(spec: str, checkpoint: Path | None) -> Any:
     if spec == "impl" or spec.startswith("impl:"):
         dtype = spec.partition(":")[2] or None
         if dtype not in (None, "float32", "float64"):
@@ -101,12 +121,6 @@ def make_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | No
         from ..subjects.qwen3_tts.official_binding import OfficialCandidate, parse_spec
 
         return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
-    if spec.startswith("dump:"):
-        try:
-            from ..ports.dump import DumpCandidate
-        except ImportError:
-            raise UsageError("dump candidates are not available in this version") from None
-        return DumpCandidate(Path(spec[len("dump:") :]), mapping)
     raise UsageError(f"unknown candidate {spec!r} (impl, official[:...], dump:PATH)")
 
 
@@ -294,20 +308,23 @@ def _print_table(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"conformance: {summary['verdict']} — {summary['candidate']}")
-    for column in ("case", "mode", "pass", "fail", "xfail", "not covered", "first divergence"):
+    for column in ("case", "mode", "pass", "fail", "xfail", "not covered", "interface", "first divergence"):
         table.add_column(column)
     for case in summary["cases"]:
         for mode in case["modes"]:
-            counts = {s: 0 for s in ("pass", "fail", "xfail", "not_covered", "error", "skipped", "xpass")}
+            counts = {s: 0 for s in ("pass", "fail", "xfail", "not_covered", "interface_mismatch", "error", "skipped",
+                                     "xpass")}  # fmt: skip
             for tensor in case["tensors"]:
                 if tensor["mode"] == mode and tensor["role"].startswith("outputs"):
                     counts[tensor["status"]] += 1
             blame = case["blame"].get(mode)
             where = f"{blame['key']}#{blame['call']}" if blame else ""
-            style = "red" if counts["fail"] or counts["error"] else ("yellow" if counts["not_covered"] else "green")
+            unjudged = counts["not_covered"] or counts["interface_mismatch"]
+            style = "red" if counts["fail"] or counts["error"] else ("yellow" if unjudged else "green")
             table.add_row(case["case"], mode, str(counts["pass"] + counts["xpass"]), str(counts["fail"] + counts["error"]),
-                          str(counts["xfail"]), str(counts["not_covered"]), where, style=style)  # fmt: skip
+                          str(counts["xfail"]), str(counts["not_covered"]), str(counts["interface_mismatch"]), where,
+                          style=style)  # fmt: skip
     console.print(table)
     c = summary["counts"]
     console.print(f"{summary['verdict']}: {c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['xfail']} xfail, "
-                  f"{c['not_covered']} not covered, {c['skipped']} skipped — exit {summary['exit_code']}")  # fmt: skip
+                  f"{c['not_covered']} not covered, {c.get('interface_mismatch', 0)} interface mismatch, {c['skipped']} skipped — exit {summary['exit_code']}")  # fmt: skip

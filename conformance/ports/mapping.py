@@ -34,11 +34,28 @@ arithmetic on it, `{N:table}` looks the group up in `[tables.table]`, `{0}` is t
 
 A rule (rename or ignore) whose regex or table matches no tensor of the dump is an error unless it has
 `optional = true`; two dump tensors mapped onto one golden tensor are an error.
+
+Python candidates (`--candidate impl`, `official`, a fork) are called module by module rather than read from
+a dump; two more sections map their names (dumps ignore them, and the sections above mean nothing to them):
+
+    [modules]                                   # golden module key = the candidate's module path
+    "talker.model.rotary_emb" = "talker.model.rope"          # moves the module and everything below it
+    "speech_tokenizer.decoder:chunked_decode" = "speech_tokenizer.decoder:decode_chunks"   # a method
+
+    [[kwargs]]                                  # keyword arguments the candidate's modules take under other names
+    modules = "talker.model.layers.*.self_attn" # glob (or list of globs) over golden module keys
+    names = { position_ids = "pos_ids" }        # golden keyword = candidate keyword
+
+Isolated replay calls the candidate's module at the mapped path with the renamed keywords; in chained runs
+the candidate's own module paths and keywords are translated back to the golden's. A `[modules]` key or a
+`[[kwargs]]` glob that names no module of the golden store is an error, as are two golden modules mapped to
+one candidate path and two golden keywords renamed to one.
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -51,7 +68,10 @@ from ..errors import MappingError
 from ..store.schema import split_name
 from .formats import SUPPORTED_DTYPES
 
-_TOP_KEYS = {"format", "case", "export_dir", "names", "tables", "rename", "ignore"}
+_TOP_KEYS = {"format", "case", "export_dir", "names", "tables", "rename", "ignore", "modules", "kwargs"}
+_KWARGS_KEYS = {"modules", "names"}
+_MODULE_PATH = re.compile(r"^\w+(\.\w+)*$")  # talker.model.layers.0.self_attn
+_METHOD_KEY = re.compile(r"^(\w+(\.\w+)*)?:\w+$")  # speech_tokenizer.decoder:chunked_decode, :generate
 _RENAME_KEYS = {"match", "to", "names", "permute", "layout", "split", "split_sizes", "reshape", "dtype", "optional",
                 "note"}  # fmt: skip
 _IGNORE_KEYS = {"match", "names", "reason", "optional"}
@@ -330,6 +350,18 @@ class Route:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class KwargsRule:
+    """A [[kwargs]] entry: the modules (globs over golden keys) whose keywords the candidate names otherwise."""
+
+    label: str
+    globs: tuple[str, ...]
+    names: dict[str, str]  # golden keyword -> candidate keyword
+
+    def applies(self, key: str) -> bool:
+        return any(fnmatch.fnmatchcase(key, glob) for glob in self.globs)
+
+
 @dataclass
 class Mapping:
     path: Path | None = None
@@ -337,10 +369,55 @@ class Mapping:
     export_dir: Path | None = None
     rules: list[Rule] = field(default_factory=list)  # [names] first, then ignore rules, then rename rules
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
+    modules: dict[str, str] = field(default_factory=dict)  # golden module key -> the candidate's (Python candidates)
+    kwargs: list[KwargsRule] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return str(self.path) if self.path else "<no map>"
+
+    @property
+    def renames_python_names(self) -> bool:
+        """Whether the map has anything for a Python candidate ([modules] or [[kwargs]])."""
+        return bool(self.modules or self.kwargs)
+
+    def candidate_key(self, key: str) -> str:
+        """The candidate's key of a golden module key ([modules]; a moved module moves what is below it)."""
+        return _moved(key, self.modules)
+
+    def golden_key(self, key: str) -> str:
+        """The golden key of a module key the candidate reports (the reverse of `candidate_key`)."""
+        return _moved(key, {target: source for source, target in self.modules.items()})
+
+    def keyword_names(self, key: str) -> dict[str, str]:
+        """golden keyword -> candidate keyword for the golden module `key` (the first rule naming a keyword wins)."""
+        names: dict[str, str] = {}
+        for rule in self.kwargs:
+            if rule.applies(key):
+                for golden, candidate in rule.names.items():
+                    names.setdefault(golden, candidate)
+        return names
+
+    def candidate_kwargs(self, key: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The golden's keyword arguments of a call of `key`, under the names the candidate's module takes."""
+        names = self.keyword_names(key)
+        return {names.get(name, name): value for name, value in kwargs.items()} if names else kwargs
+
+    def golden_kwargs(self, key: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A candidate's keyword arguments of a call of golden module `key`, under the golden's names."""
+        names = {candidate: golden for golden, candidate in self.keyword_names(key).items()}
+        return {names.get(name, name): value for name, value in kwargs.items()} if names else kwargs
+
+    def check_python_names(self, golden_keys: set[str], where: Path | str) -> None:
+        """A [modules] key or [[kwargs]] glob that names no module of the golden store is a mistake, not a no-op."""
+        for source in self.modules:
+            if not any(_is_under(key, source) for key in golden_keys):
+                raise MappingError(f"[modules] maps {source!r}, which is no module of the golden store {where}",
+                                   path=_where(self.path))  # fmt: skip
+        for rule in self.kwargs:
+            if not any(rule.applies(key) for key in golden_keys):
+                raise MappingError(f"{rule.label}: modules {list(rule.globs)} match no module of the golden store "
+                                   f"{where}", path=_where(self.path))  # fmt: skip
 
     def route(self, name: str) -> Route:
         for rule in self.rules:
@@ -386,6 +463,28 @@ class Mapping:
                 raise MappingError(f"{rule.label} matches no tensor of the dump (add optional = true if that is "
                                    "expected)", path=_where(self.path))  # fmt: skip
         return routes
+
+
+def _is_under(key: str, source: str) -> bool:
+    """Whether [modules] entry `source` moves golden key `key` (the module itself, a submodule, a method)."""
+    if ":" in source:
+        return key == source
+    path = key.partition(":")[0]
+    return path == source or path.startswith(source + ".")
+
+
+def _moved(key: str, table: dict[str, str]) -> str:
+    """`key` after the moves in `table`: an exact entry (also `path:method`), else the longest module path that
+    is `key`'s own path or one of its parents."""
+    if key in table:
+        return table[key]
+    path, colon, method = key.partition(":")
+    parts = path.split(".") if path else []
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if ":" not in prefix and prefix in table:
+            return ".".join([table[prefix], *parts[end:]]) + colon + method
+    return key
 
 
 def _where(path: Path | None) -> Path | str:
@@ -584,7 +683,81 @@ def parse_mapping(data: dict[str, Any], path: Path | None = None) -> Mapping:
     ordered = [r for r in rules if r.label == "[names]"] + [r for r in rules if r.kind == "ignore"] + \
               [r for r in rules if r.kind == "rename" and r.label != "[names]"]  # fmt: skip
     _check_table_overlap(ordered, path)
-    return Mapping(path, case, export_dir, ordered, tables)
+    modules = _modules_table(data.get("modules", {}), path)
+    kwargs = _kwargs_rules(data.get("kwargs", []), path)
+    return Mapping(path, case, export_dir, ordered, tables, modules, kwargs)
+
+
+def _modules_table(raw: Any, path: Path | None) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise MappingError("[modules] must be a table of golden module key = candidate module path", path=_where(path))
+    seen: dict[str, str] = {}
+    for source, target in raw.items():
+        if not isinstance(target, str):
+            raise MappingError(f"[modules] {source!r} must map to a module path string, not {target!r}",
+                               path=_where(path))  # fmt: skip
+        for name in (source, target):
+            if not (_MODULE_PATH.match(name) or _METHOD_KEY.match(name)):
+                raise MappingError(f"[modules] {name!r} is not a module path like 'talker.model.rotary_emb' (or "
+                                   "'path:method'; no globs: a mapped module moves what is below it)",
+                                   path=_where(path))  # fmt: skip
+        if (":" in source) != (":" in target):
+            raise MappingError(f"[modules] {source!r} = {target!r}: a method maps to a method, a module to a module",
+                               path=_where(path))  # fmt: skip
+        if target in seen:
+            raise MappingError(f"[modules] maps both {seen[target]!r} and {source!r} to {target!r}", path=_where(path))
+        seen[target] = source
+    return dict(raw)
+
+
+def _kwargs_rules(raw: Any, path: Path | None) -> list[KwargsRule]:
+    if not isinstance(raw, list):
+        raise MappingError("kwargs must be an array of tables ([[kwargs]])", path=_where(path))
+    rules = []
+    for index, entry in enumerate(raw):
+        label = f"kwargs rule {index + 1}"
+        if not isinstance(entry, dict):
+            raise MappingError(f"{label} must be a table", path=_where(path))
+        unknown = sorted(set(entry) - _KWARGS_KEYS)
+        if unknown:
+            raise MappingError(f"{label}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KWARGS_KEYS))})",
+                               path=_where(path))  # fmt: skip
+        if "modules" not in entry or "names" not in entry:
+            raise MappingError(f"{label} needs modules (a glob over golden module keys) and names (golden keyword = "
+                               "candidate keyword)", path=_where(path))  # fmt: skip
+        globs = entry["modules"] if isinstance(entry["modules"], list) else [entry["modules"]]
+        if not globs:
+            raise MappingError(f"{label}: modules must name at least one glob", path=_where(path))
+        for glob in globs:
+            _module_glob(glob, f"{label}: modules", path)
+        names = entry["names"]
+        if not isinstance(names, dict) or not names:
+            raise MappingError(f"{label}: names must be a non-empty table of golden keyword = candidate keyword",
+                               path=_where(path))  # fmt: skip
+        targets: dict[str, str] = {}
+        for golden, candidate in names.items():
+            if not isinstance(candidate, str) or not golden.isidentifier() or not candidate.isidentifier():
+                raise MappingError(f"{label}: names.{golden} = {candidate!r} must rename a keyword to a keyword "
+                                   "(Python identifiers)", path=_where(path))  # fmt: skip
+            if candidate in targets:
+                raise MappingError(f"{label}: both {targets[candidate]!r} and {golden!r} are renamed to {candidate!r}",
+                                   path=_where(path))  # fmt: skip
+            targets[candidate] = golden
+        rules.append(KwargsRule(label, tuple(globs), dict(names)))
+    return rules
+
+
+def _module_glob(pattern: Any, where: str, path: Path | None) -> str:
+    if not isinstance(pattern, str) or not pattern:
+        raise MappingError(f"{where} must be a non-empty glob string (or a list of them)", path=_where(path))
+    if pattern.count("[") != pattern.count("]") or re.search(r"[\s#/]", pattern):
+        raise MappingError(f"{where}: bad glob {pattern!r} (unbalanced brackets, or characters no module key has)",
+                           path=_where(path))  # fmt: skip
+    try:
+        re.compile(fnmatch.translate(pattern))
+    except re.error as exc:
+        raise MappingError(f"{where}: bad glob {pattern!r} ({exc})", path=_where(path)) from None
+    return pattern
 
 
 def _check_table_overlap(rules: list[Rule], path: Path | None) -> None:

@@ -22,7 +22,7 @@ from .audio import MAX_PLAYER_SECONDS, compare_audio, wav_data_uri
 from .writers import module_rows
 
 FAILING = ("fail", "error")
-STATUS_ORDER = ("pass", "xpass", "skipped", "xfail", "not_covered", "fail", "error")
+STATUS_ORDER = ("pass", "xpass", "skipped", "xfail", "not_covered", "interface_mismatch", "fail", "error")
 STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
 TOKEN_CLASSES = ("agree", "exact_tie", "near_tie", "token_swap", "logit_drift")
 TOKEN_RANK = {c: i for i, c in enumerate(TOKEN_CLASSES)}
@@ -102,7 +102,7 @@ def tensor_row(t: dict[str, Any]) -> dict[str, Any]:
         "thresholds": _thresholds_text(t.get("thresholds") or {}),
         "min_tolerance": _thresholds_text(t.get("min_tolerance") or {}), "margin": fmt(t.get("margin")),
         "margin_value": num(t.get("margin")) or 0.0, "source": t.get("source", ""), "message": t.get("message", ""),
-        "xfail": t.get("xfail") or "",
+        "xfail": t.get("xfail") or "", "note": t.get("note") or "",
     }  # fmt: skip
 
 
@@ -641,7 +641,7 @@ def header_view(summary: dict[str, Any]) -> dict[str, Any]:
     counts = summary["counts"]
     shown = [("pass", counts.get("pass", 0)), ("fail", counts.get("fail", 0)),
              ("xfail", counts.get("xfail", 0)), ("not_covered", counts.get("not_covered", 0))]  # fmt: skip
-    shown += [(s, counts.get(s, 0)) for s in ("error", "skipped", "xpass") if counts.get(s)]
+    shown += [(s, counts.get(s, 0)) for s in ("interface_mismatch", "error", "skipped", "xpass") if counts.get(s)]
     cases = summary["cases"]
     return {
         "verdict": summary["verdict"], "exit_code": summary.get("exit_code"), "counts": shown,

@@ -16,9 +16,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..compare.results import ERROR, FAIL, NOT_COVERED, PASS, SKIPPED, XFAIL, XPASS, RunResult
+from ..compare.results import ERROR, FAIL, INTERFACE, NOT_COVERED, PASS, SKIPPED, XFAIL, XPASS, RunResult
 
-_RANK = {ERROR: 6, FAIL: 5, NOT_COVERED: 4, XFAIL: 3, XPASS: 2, SKIPPED: 1, PASS: 0}
+_RANK = {ERROR: 7, FAIL: 6, INTERFACE: 5, NOT_COVERED: 4, XFAIL: 3, XPASS: 2, SKIPPED: 1, PASS: 0}
 
 
 def write_summary(run: RunResult, path: Path) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def module_rows(case: dict[str, Any], mode: str) -> list[dict[str, Any]]:
         rel = (tensor.get("metrics") or {}).get("rel_l2")
         if isinstance(rel, (int, float)):
             row["rel_l2"] = max(row["rel_l2"], rel)
-        if tensor["status"] in (FAIL, ERROR, XFAIL, NOT_COVERED) and tensor.get("message"):
+        if tensor["status"] in (FAIL, ERROR, XFAIL, NOT_COVERED, INTERFACE) and tensor.get("message"):
             row["messages"].append(f"{tensor['key']}#{tensor['call']}/{tensor['role']}: {tensor['message']}")
         row["seq_end"] = min(row["seq_end"], tensor["seq_end"])
     return sorted(rows.values(), key=lambda r: r["seq_end"])
@@ -73,12 +73,16 @@ def write_junit(summary: dict[str, Any], path: Path) -> None:
                 elif row["status"] == ERROR:
                     ET.SubElement(testcase, "error", message=(row["messages"] or ["error"])[0][:500]).text = message
                     counts["errors"] += 1
-                elif row["status"] == NOT_COVERED and not summary.get("allow_partial"):
-                    # a module the candidate lacks fails the gate (verdict incomplete): the JUnit view agrees
-                    ET.SubElement(testcase, "failure", message=f"not covered: {(row['messages'] or [''])[0][:400]}")
+                elif row["status"] in (NOT_COVERED, INTERFACE) and not summary.get("allow_partial"):
+                    # a module the candidate lacks, or cannot be called with the golden's arguments, fails the gate
+                    # (verdict incomplete): the JUnit view agrees, with a type that says it is not a numeric failure
+                    label = "not covered" if row["status"] == NOT_COVERED else "interface mismatch"
+                    ET.SubElement(testcase, "failure", type=row["status"],
+                                  message=f"{label}: {(row['messages'] or [''])[0][:400]}")  # fmt: skip
                     counts["failures"] += 1
-                elif row["status"] in (XFAIL, NOT_COVERED, SKIPPED):
-                    label = {XFAIL: "expected failure", NOT_COVERED: "not covered", SKIPPED: "skipped"}[row["status"]]
+                elif row["status"] in (XFAIL, NOT_COVERED, INTERFACE, SKIPPED):
+                    label = {XFAIL: "expected failure", NOT_COVERED: "not covered", INTERFACE: "interface mismatch",
+                             SKIPPED: "skipped"}[row["status"]]  # fmt: skip
                     ET.SubElement(testcase, "skipped", message=f"{label}: {(row['messages'] or [''])[0][:400]}")
                     counts["skipped"] += 1
                 ET.SubElement(
@@ -102,9 +106,9 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         "",
         f"Candidate **{summary['candidate']}** against `{summary['goldens']}` ({', '.join(summary['modes'])}).",
         "",
-        "| pass | fail | xfail | not covered | error | skipped |",
-        "|---:|---:|---:|---:|---:|---:|",
-        f"| {counts['pass']} | {counts['fail']} | {counts['xfail']} | {counts['not_covered']} | {counts['error']} | {counts['skipped']} |",
+        "| pass | fail | xfail | not covered | interface mismatch | error | skipped |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {counts['pass']} | {counts['fail']} | {counts['xfail']} | {counts['not_covered']} | {counts.get('interface_mismatch', 0)} | {counts['error']} | {counts['skipped']} |",
         "",
         "| case | verdict | first divergence |",
         "|---|---|---|",
@@ -113,6 +117,13 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         blame = next((b for b in (case["blame"].get("chained"), case["blame"].get("isolated")) if b), None)
         where = f"`{blame['key']}#{blame['call']}` ({blame['mode']})" if blame else "—"
         lines.append(f"| {case['case']} | {case['verdict']} | {where} |")
+    mismatches = _interface_mismatches(summary)
+    if mismatches:
+        lines += ["", "Interface mismatches (isolated replay could not call these modules with the golden's arguments; "
+                      "not a numeric divergence, chained mode still judges their numbers):", ""]  # fmt: skip
+        lines += [f"- {name}: `{key}` — {message}" for name, key, message in mismatches[:10]]
+        if len(mismatches) > 10:
+            lines.append(f"- … and {len(mismatches) - 10} more (summary.json)")
     bundles = [
         (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
     ]
@@ -124,6 +135,16 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
     text = "\n".join(lines) + "\n"
     _atomic_write(path, text)
     return text
+
+
+def _interface_mismatches(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(case, module key, message) of every module with an interface mismatch, once per module."""
+    found: dict[tuple[str, str], str] = {}
+    for case in summary["cases"]:
+        for tensor in case["tensors"]:
+            if tensor["status"] == INTERFACE:
+                found.setdefault((case["case"], tensor["key"]), tensor.get("message", ""))
+    return [(name, key, message) for (name, key), message in found.items()]
 
 
 def _git_commit() -> str | None:

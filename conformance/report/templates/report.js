@@ -108,7 +108,7 @@
   function colour(agg) {
     var status = data.statuses[agg.status];
     if (FAILING[status]) return "hsl(0,75%,45%)";
-    if (status === "not_covered") return "#9e9e9e";
+    if (status === "not_covered" || status === "interface_mismatch") return "#9e9e9e";
     if (status === "xfail") return "#8e6bbf";
     if (!(agg.margin > 0)) return "hsl(120,55%,40%)";
     var t = Math.min(1, Math.max(0, (Math.log10(agg.margin) + 1.5) / 1.5));  // green below 0.03, red at 1

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ...compare.candidate import Candidate, NotCovered, Sink
+from ...compare.candidate import Candidate, NotCovered, Sink, check_call
 from ...errors import StoreError
 from ...store.reader import Case, GoldenStore
 from ...store.schema import CallRecord
@@ -110,6 +110,7 @@ class ImplCandidate(Candidate):
         target = self._resolve(call.key)
         if target is None:
             raise NotCovered(call.key)
+        check_call(target, args, kwargs)
         return target(*args, **kwargs)
 
     # -- chained --------------------------------------------------------------------------------------

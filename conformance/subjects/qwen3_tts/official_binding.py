@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ...compare.candidate import Candidate, NotCovered, Sink
+from ...compare.candidate import Candidate, NotCovered, Sink, check_call
 from ...errors import UsageError
 from ...store.reader import Case, GoldenStore, ObjectValue
 from ...store.schema import CallRecord
@@ -161,6 +161,7 @@ class OfficialCandidate(Candidate):
         keep = numpy_roles(call.decoded_spec())  # inputs the official code took as numpy arrays stay numpy
         torch_args = [a if f"args/{i}" in keep else _to_torch(a, dtype) for i, a in enumerate(args)]
         torch_kwargs = {k: v if f"kwargs/{k}" in keep else _to_torch(v, dtype, name=k) for k, v in kwargs.items()}
+        check_call(target, torch_args, torch_kwargs)
         with torch.no_grad(), self._precision():
             outputs = target(*torch_args, **torch_kwargs)
         return to_numpy_tree(outputs)
