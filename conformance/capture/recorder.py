@@ -184,6 +184,7 @@ class Hooks(AbstractContextManager[Any]):
 
     roots: {path prefix: module}; a prefix "" keeps the module's own `named_modules()` paths.
     include: glob patterns over module keys; None hooks everything.
+    exclude: glob patterns over module keys never hooked, even when included (one side of a root).
     """
 
     def __init__(
@@ -191,11 +192,13 @@ class Hooks(AbstractContextManager[Any]):
         roots: Mapping[str, torch.nn.Module],
         *,
         include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         methods: Iterable[MethodSpec] = (),
         functions: Iterable[FunctionSpec] = (),
     ) -> None:
         self.roots = dict(roots)
         self.include = list(include) if include else None
+        self.exclude = list(exclude) if exclude else []
         self.methods = list(methods)
         self.functions = list(functions)
         self._handles: list[Any] = []
@@ -216,6 +219,8 @@ class Hooks(AbstractContextManager[Any]):
         return ".".join(p for p in (prefix, name) if p)
 
     def wanted(self, key: str) -> bool:
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.exclude):
+            return False
         return self.include is None or any(fnmatch.fnmatchcase(key, pattern) for pattern in self.include)
 
     def module_keys(self) -> dict[str, torch.nn.Module]:
@@ -318,12 +323,13 @@ class Recorder(Hooks):
         roots: Mapping[str, torch.nn.Module],
         *,
         include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         methods: Iterable[MethodSpec] = (),
         functions: Iterable[FunctionSpec] = (),
         oracle: Any = None,
         on_call: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(roots, include=include, methods=methods, functions=functions)
+        super().__init__(roots, include=include, exclude=exclude, methods=methods, functions=functions)
         self.case = case
         self.oracle = oracle
         self.on_call = on_call

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ConformanceError
 from ..store import tree
+from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import LeafRecord
 from .candidate import Candidate, CandidateCrash, NotCovered
@@ -515,7 +516,9 @@ def _mark_unseen(case: Case, options: CheckOptions, result: CaseResult, seen: se
 # -- blame, growth, tokens -------------------------------------------------------------------------------------
 
 
-def blame(result: CaseResult, mode: str) -> Blame | None:
+def blame(result: CaseResult, mode: str, case: Case | None = None) -> Blame | None:
+    """The first call, in completion order, whose inputs conform and whose outputs do not; failing that (every
+    failing call also took a failing input), the input through which the divergence entered (`input_blame`)."""
     by_call: dict[tuple[str, int], list[TensorResult]] = defaultdict(list)
     for tensor in result.tensors:
         if tensor.mode == mode:
@@ -531,6 +534,34 @@ def blame(result: CaseResult, mode: str) -> Blame | None:
             continue
         reason = "; ".join(f"{t.role}: {t.message}" for t in failing[:3])
         return Blame(mode, key, call, failing[0].seq_end, reason, [t.name for t in failing], [t.name for t in inputs])
+    return input_blame(case, result, mode) if case is not None else None
+
+
+def input_blame(case: Case, result: CaseResult, mode: str) -> Blame | None:
+    """When no call diverges on conforming inputs, the divergence came in through an input that no recorded
+    module produced (reference codes computed by an unhooked codec, a tensor built by glue code): blame the
+    first such failing input, in the order calls started, that no failing golden producer explains."""
+    failing_inputs = sorted((t for t in result.tensors if t.mode == mode and t.is_input and t.status in (FAIL, ERROR)),
+                            key=lambda t: (t.seq_start, t.seq_end))  # fmt: skip
+    if not failing_inputs:
+        return None
+    verdicts = {(t.key, t.call, t.role): t for t in result.tensors if t.mode == mode}
+    graph = producers(case)
+    for tensor in failing_inputs:
+        made_by = graph.get((tensor.key, tensor.call, tensor.role), [])
+        judged = [verdicts[index] for index in ((p.key, p.call, p.role) for p in made_by) if index in verdicts]
+        if any(source.status in (FAIL, ERROR) for source in judged):
+            continue  # a recorded module handed it on already wrong: the divergence entered further up
+        if judged:  # its recorded producer returned it right: it changed on the way, in code no hook sees
+            where = f"changed after {judged[0].name} returned it, outside the recorded modules"
+        elif made_by:
+            where = f"produced by {made_by[0].name}, which was not checked"
+        else:
+            where = "produced outside the recorded modules"
+        reason = f"divergence enters through `{tensor.role}` of {tensor.key}#{tensor.call}, {where}: {tensor.message}"
+        outputs = [t.name for t in result.tensors if t.mode == mode and (t.key, t.call) == (tensor.key, tensor.call)
+                   and not t.is_input and t.status in (FAIL, ERROR)]  # fmt: skip
+        return Blame(mode, tensor.key, tensor.call, tensor.seq_end, reason, outputs, [tensor.name], kind="input")
     return None
 
 
@@ -656,7 +687,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                                    keeper)  # fmt: skip
                 free_running(case, kept, policy, result, options.subject)
                 result.seconds["chained"] = round(time.time() - t, 3)
-                result.blame["chained"] = blame(result, "chained")
+                result.blame["chained"] = blame(result, "chained", case)
                 candidate.review(case, result, "chained")
                 run.artifacts[name] = kept
         except (ConformanceError, CheckerError, KeyboardInterrupt):

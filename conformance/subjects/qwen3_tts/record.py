@@ -55,6 +55,12 @@ METHODS: dict[str, tuple[tuple[str, bool], ...]] = {
     "MimiEuclideanCodebook": (("encode", False), ("decode", True), ("quantize", False)),
 }
 DTYPES = ("float32", "float64", "bfloat16")
+# The codec keys a case hooking only the codec's encoder side ("codec_encoder") leaves out: its root forward,
+# decode and decoder, and the layers inside the encoder's convolution stack, whose activations are 80% of the
+# encoder's bytes (the codec_encode case records them; here the stack is one module, enough to blame it).
+CODEC_ENCODER_ONLY_EXCLUDES = (CODEC_PREFIX, f"{CODEC_PREFIX}:decode", f"{CODEC_PREFIX}.decoder",
+                               f"{CODEC_PREFIX}.decoder.*", f"{CODEC_PREFIX}.decoder:*",
+                               f"{CODEC_PREFIX}.encoder.encoder.*")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,17 @@ class OfficialModels:
         wrapper = self.tts(case.model)
         if "tts" in case.hooks:
             roots[""] = wrapper.model
-        if "codec" in case.hooks:
+        if "codec" in case.hooks or "codec_encoder" in case.hooks:
             roots[CODEC_PREFIX] = wrapper.model.speech_tokenizer.model
         return roots
+
+    @staticmethod
+    def excluded(case: CaseSpec) -> list[str]:
+        """Module keys of the hooked roots left unhooked: with "codec_encoder", the codec's decoder side (the
+        waveform's decode is large and checked by the codec cases; only the encoder feeds the talker)."""
+        if "codec_encoder" in case.hooks and "codec" not in case.hooks:
+            return list(CODEC_ENCODER_ONLY_EXCLUDES)
+        return []
 
     def folders(self, case: CaseSpec) -> dict[str, Path]:
         if case.model == "codec":
@@ -329,8 +343,9 @@ def record(
                 background = AsyncCaseWriter(case_writer)
                 try:
                     with _precision(dtype), torch.no_grad(), versioned_tensors():
-                        recorder = Recorder(background, roots, include=modules, methods=method_specs(roots),
-                                            functions=function_specs(), oracle=isolated, on_call=on_call)  # fmt: skip
+                        recorder = Recorder(background, roots, include=modules, exclude=models.excluded(case),
+                                            methods=method_specs(roots), functions=function_specs(), oracle=isolated,
+                                            on_call=on_call)  # fmt: skip
                         with recorder:
                             case.run(models, io)
                 finally:
