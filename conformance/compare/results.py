@@ -141,14 +141,15 @@ class GrowthPoint:
 
 
 _STAGES = {"load": "loading the candidate", "prepare": "loading or preparing the case",
-           "isolated": "running the isolated checks", "chained": "running the case end to end"}  # fmt: skip
+           "isolated": "running the isolated checks", "chained": "running the case end to end",
+           "repeat": "running the case again (--repeat)"}  # fmt: skip
 
 
 @dataclass
 class CaseError:
     """The candidate crashed on a case (while loading, preparing or running it): no numeric verdict."""
 
-    stage: str  # "load", "prepare", "isolated", "chained"
+    stage: str  # "load", "prepare", "isolated", "chained", "repeat"
     type: str  # the exception's class name
     message: str  # its one-line message
     traceback: str = ""

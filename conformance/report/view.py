@@ -281,7 +281,7 @@ def divergence_panels(case: dict[str, Any], ctx: Context) -> list[dict[str, Any]
     (when the candidate's values were kept and the golden store is readable)."""
     panels: dict[tuple[str, int], dict[str, Any]] = {}
     golden_case = ctx.case(case["case"])
-    for mode in ("chained", "isolated"):
+    for mode in ("chained", "isolated", "repeat"):  # repeat: the first call that differs between runs (--repeat)
         blame = case["blame"].get(mode)
         if not blame:
             continue

@@ -113,6 +113,10 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         blame = next((b for b in (case["blame"].get("chained"), case["blame"].get("isolated")) if b), None)
         where = f"`{blame['key']}#{blame['call']}` ({blame['mode']})" if blame else "—"
         lines.append(f"| {case['case']} | {case['verdict']} | {where} |")
+    flaky = [(case["case"], case["blame"]["repeat"]) for case in summary["cases"] if case["blame"].get("repeat")]
+    if flaky:  # --repeat: a nondeterministic candidate, whatever run 1 scored against the goldens
+        lines += ["", "Runs of the candidate that differ from its first run (`--repeat`):", ""]
+        lines += [f"- {name}: {b['reason']}" for name, b in flaky]
     bundles = [
         (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
     ]
