@@ -199,6 +199,8 @@ def test_a_bfloat16_recording_stores_bfloat16_losslessly(tmp_path: Path, tiny_ch
                   oracle=False, threads=1, command="test")  # fmt: skip
     with GoldenStore(path) as store:
         case = store.case("codec_decode_short")
+        # the second run's checksums encode bfloat16 as the store does (its raw bits): every tensor compared equal
+        assert case.provenance["determinism"]["bitwise_identical"] is True
         floats = [leaf for leaf in case.leaves() if leaf.kind == "tensor" and leaf.dtype in ("bfloat16", "float32")]
         assert floats and {leaf.dtype for leaf in floats if not leaf.key.endswith(":decode")} == {"bfloat16"}
         for leaf in floats:
