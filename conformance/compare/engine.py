@@ -399,18 +399,37 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
                 keeper.offer(tensor, produced.get(leaf.role))
             if judge.policy.tokens.is_logits(leaf.key) and tensor.status != NOT_COVERED:
                 _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result)
+            step = model_step(options.subject, case, leaf)
+            if step is not None and tensor.status != NOT_COVERED:
+                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result, TEACHER_FORCED_MODEL, step)
 
 
-def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult) -> None:
+TEACHER_FORCED, TEACHER_FORCED_MODEL = "teacher_forced", "teacher_forced_model"
+
+
+def model_step(subject: Any, case: Case, leaf: LeafRecord) -> tuple[int, int] | None:
+    """(frame, codebook) when this golden output is the logits of a whole-model generation step (the subject
+    says which): its isolated replay ran the whole model on the golden history, not only a logits head."""
+    if subject is None or not hasattr(subject, "model_step"):
+        return None
+    step = subject.model_step(case, leaf.key, leaf.call, leaf.role)
+    return None if step is None else (int(step[0]), int(step[1]))
+
+
+def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult,
+                    mode: str = TEACHER_FORCED, step: tuple[int, int] | None = None) -> None:  # fmt: skip
+    """Classify the candidate's top-1 on the golden history against the golden's: per logits head
+    ("teacher_forced", the head re-run on golden hidden states) or per whole-model step ("teacher_forced_model")."""
     if not isinstance(value, np.ndarray) or tuple(value.shape) != tuple(leaf.shape) or not leaf.shape:
         return
     golden = last_position(case.tensor(leaf))
     mine = last_position(value)
+    frame, codebook = step if step is not None else (None, None)
     for row in range(golden.shape[0]):
         finding = classify(golden[row], mine[row], policy.tokens.near_tie_margin)
-        finding_record = TokenFinding(case.name, "teacher_forced", leaf.key, leaf.call, finding.classification,
+        finding_record = TokenFinding(case.name, mode, leaf.key, leaf.call, finding.classification,
                                       finding.golden_token, finding.candidate_token, finding.golden_second,
-                                      finding.margin, position=row)  # fmt: skip
+                                      finding.margin, frame=frame, codebook=codebook, position=row)  # fmt: skip
         result.tokens.append(finding_record)
 
 
