@@ -61,6 +61,10 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         help="re-run each call on a clean float64 twin to record its own noise (default for "
                              "float32/bfloat16 on tiny models)")  # fmt: skip
     oracle.add_argument("--no-oracle", dest="oracle", action="store_false", help="do not measure noise")
+    p.add_argument("--no-determinism-check", dest="determinism", action="store_false",
+                   help="skip the second run of each case that checks the official model computes every recorded "
+                        "tensor bit for bit the same again (stored in the case provenance, shown by inspect); it "
+                        "costs one unhooked-speed run per case")  # fmt: skip
     p.add_argument("--attn-implementation", default="eager", choices=("eager", "sdpa"),
                    help="attention implementation of the official model (default eager: explicit masks)")  # fmt: skip
     p.add_argument("--compression", choices=("gzip", "lzf"), help="compress large (chunked) datasets")
@@ -110,6 +114,7 @@ def _cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
             seed=args.seed if args.seed is not None else recorder.DEFAULT_SEED, threads=args.threads,
             modules=args.modules, oracle=oracle, attn_implementation=args.attn_implementation,
             command=_command_line(argv), storage=storage, on_case=on_case, on_call=on_call, on_skip=on_skip,
+            determinism=args.determinism,
         )  # fmt: skip
         progress.update(task, completed=progress.tasks[0].total, description="done", status=f"{calls['n']} calls")
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {calls['n']} calls)")

@@ -34,6 +34,7 @@ from ..store.schema import LeafRecord, checksum
 from ..store.writer import CaseWriter, TensorHandle
 
 ROOT_KEY = "(root)"
+Fingerprint = tuple[int, tuple[int, ...], str]  # CRC-32 of the stored bytes, shape, dtype name (as the store has them)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class Hooks(AbstractContextManager[Any]):
 
     roots: {path prefix: module}; a prefix "" keeps the module's own `named_modules()` paths.
     include: glob patterns over module keys; None hooks everything.
+    exclude: glob patterns over module keys never hooked, even when included (one side of a root).
     """
 
     def __init__(
@@ -191,11 +193,13 @@ class Hooks(AbstractContextManager[Any]):
         roots: Mapping[str, torch.nn.Module],
         *,
         include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         methods: Iterable[MethodSpec] = (),
         functions: Iterable[FunctionSpec] = (),
     ) -> None:
         self.roots = dict(roots)
         self.include = list(include) if include else None
+        self.exclude = list(exclude) if exclude else []
         self.methods = list(methods)
         self.functions = list(functions)
         self._handles: list[Any] = []
@@ -216,6 +220,8 @@ class Hooks(AbstractContextManager[Any]):
         return ".".join(p for p in (prefix, name) if p)
 
     def wanted(self, key: str) -> bool:
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in self.exclude):
+            return False
         return self.include is None or any(fnmatch.fnmatchcase(key, pattern) for pattern in self.include)
 
     def module_keys(self) -> dict[str, torch.nn.Module]:
@@ -318,15 +324,19 @@ class Recorder(Hooks):
         roots: Mapping[str, torch.nn.Module],
         *,
         include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         methods: Iterable[MethodSpec] = (),
         functions: Iterable[FunctionSpec] = (),
         oracle: Any = None,
         on_call: Callable[[str], None] | None = None,
+        keep_checksums: bool = False,
     ) -> None:
-        super().__init__(roots, include=include, methods=methods, functions=functions)
+        super().__init__(roots, include=include, exclude=exclude, methods=methods, functions=functions)
         self.case = case
         self.oracle = oracle
         self.on_call = on_call
+        # where each recorded tensor leaf went, for `checksums()` (a second run is compared with the recording)
+        self._targets: dict[tuple[str, int, str], Any] | None = {} if keep_checksums else None
         self._stacks: dict[int, list[_Frame]] = {}
         self._known: dict[int, tuple[weakref.ref[Any], Any, int | None, tuple[int, ...], str]] = {}
         self._cache_memo: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
@@ -439,15 +449,30 @@ class Recorder(Hooks):
                     unchanged = checksum(tensor_to_numpy(value)[0]) == self._written(target).crc32
                 if unchanged:
                     self.case.add_reference(key, call, role, target)
+                    if self._targets is not None:
+                        self._targets[(key, call, role)] = target
                     return
         raw, logical = tensor_to_numpy(value)
         target = self.case.add_tensor(key, call, role, raw, logical)
+        if self._targets is not None:
+            self._targets[(key, call, role)] = target
         try:
             ref = weakref.ref(value)
         except TypeError:
             return
         version = _version(value) if isinstance(value, torch.Tensor) else None
         self._known[id(value)] = (ref, target, version, tuple(value.shape), value.dtype)
+
+    def checksums(self) -> dict[tuple[str, int, str], Fingerprint]:
+        """(key, call, role) -> (CRC-32, shape, dtype) of every tensor leaf recorded, in recording order (inputs
+        when a call starts, outputs when it returns). Needs `keep_checksums=True`; waits for the writer."""
+        if self._targets is None:
+            raise RuntimeError("the recorder was not asked to keep checksums (keep_checksums=True)")
+        out = {}
+        for index, target in self._targets.items():
+            record = self._written(target)
+            out[index] = (int(record.crc32), tuple(record.shape), record.dtype)
+        return out
 
     def _written(self, target: Any) -> LeafRecord:
         """The written record behind a background writer's handle (waits for the writer if needed)."""
@@ -525,3 +550,48 @@ class TorchTap(Hooks):
     def _end(self, token: int, output: Any) -> None:
         key = self._stacks[token].pop()
         self.sink(key, "return", (), {}, to_numpy_tree(output))
+
+
+class ChecksumTap(Hooks):
+    """Fingerprints every tensor leaf of every call, named and encoded as the Recorder stores them (raw bytes,
+    bfloat16 as its bits), and keeps nothing else: a second run of a recorded case is compared bit for bit with
+    the recording (`Recorder.checksums()`) at the cost of hashing, not storing. A tensor handed on unchanged
+    (same object, same version) is hashed once, as the Recorder stores it once."""
+
+    def __init__(self, roots: Mapping[str, torch.nn.Module], **kwargs: Any) -> None:
+        super().__init__(roots, **kwargs)
+        self.prints: dict[tuple[str, int, str], Fingerprint] = {}
+        self.calls: list[tuple[str, int]] = []  # in completion order
+        self._counts: dict[str, int] = {}
+        self._stacks: dict[int, list[tuple[str, int]]] = {}
+        self._known: dict[int, tuple[weakref.ref[Any], int, Fingerprint]] = {}
+
+    def _begin(self, token: int, key: str, path: str, method: str, class_name: str,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:  # fmt: skip
+        call = self._counts.get(key, 0)
+        self._counts[key] = call + 1
+        self._stacks.setdefault(token, []).append((key, call))
+        self._visit(args, "args", key, call)
+        self._visit(dict(kwargs), "kwargs", key, call)
+
+    def _end(self, token: int, output: Any) -> None:
+        key, call = self._stacks[token].pop()
+        self._visit(output, "outputs", key, call, top=True)
+        self.calls.append((key, call))
+
+    def _visit(self, value: Any, role: str, key: str, call: int, top: bool = False) -> None:
+        for leaf_role, leaf in flatten(value, role, top).items():
+            if _is_tensor(leaf):
+                self.prints[(key, call, leaf_role)] = self._fingerprint(leaf)
+
+    def _fingerprint(self, value: torch.Tensor | np.ndarray) -> Fingerprint:
+        version = _version(value) if isinstance(value, torch.Tensor) else None
+        known = self._known.get(id(value))
+        if known is not None and version is not None and known[0]() is value and known[1] == version:
+            return known[2]
+        raw, logical = tensor_to_numpy(value)
+        found: Fingerprint = (checksum(raw), tuple(int(d) for d in raw.shape), logical or raw.dtype.name)
+        if version is not None:
+            with contextlib.suppress(TypeError):
+                self._known[id(value)] = (weakref.ref(value), version, found)
+        return found

@@ -52,6 +52,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--allow-partial", action="store_true",
                    help="modules the candidate lacks (or cannot call with the golden's arguments: interface "
                         "mismatch) do not fail the run (verdict partial, exit 0)")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each case N times end to end (N >= 2, needs the chained mode) and compare runs 2..N bit "
+                        "for bit with run 1: every tensor that differs between runs fails (mode 'repeat') and the "
+                        "first nondeterministic module is blamed (exit 1); run 1 is judged against the goldens as "
+                        "usual (default 1: run once)")  # fmt: skip
     p.add_argument("-j", "--jobs", type=int, default=1,
                    help="check cases in this many worker processes (same verdicts as one; default 1)")  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
@@ -143,6 +148,10 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         modes = tuple(getattr(candidate, "default_modes", ("isolated", "chained")))
     else:
         modes = ("isolated", "chained") if args.mode == "both" else (args.mode,)
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1 (runs per case), not {args.repeat}")
+    if args.repeat > 1 and "chained" not in modes:
+        raise UsageError("--repeat needs the chained mode (the candidate runs whole cases): drop --mode isolated")
     with GoldenStore(args.goldens) as store:
         reference_path = args.reference64 or engine.find_reference(args.goldens)
         reference = GoldenStore(reference_path) if reference_path else None
@@ -151,7 +160,7 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         policy = with_token_logits(policy, TOKEN_LOGITS)
         options = engine.CheckOptions(modes=modes, cases=args.cases, modules=args.modules, reference=reference,
                                       allow_partial=args.allow_partial, command=shlex.join(["conformance", *argv]),
-                                      subject=SUBJECT)  # fmt: skip
+                                      subject=SUBJECT, repeat=args.repeat)  # fmt: skip
         cases = args.cases or store.cases
         try:
             if args.jobs > 1 and len(cases) > 1:
@@ -166,6 +175,10 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     summary = write_reports(run, args.reports, html=not args.no_html, console=console)
     _print_table(console, summary)
     _print_replay_bundles(summary)
+    for case in summary["cases"]:  # the one line a flaky candidate's author acts on, even with --quiet
+        repeated = case["blame"].get("repeat")
+        if repeated:
+            print(f"{case['case']}: {repeated['reason']}", file=sys.stderr)
     if run.error_line:
         print(f"conformance: error: {run.error_line}", file=sys.stderr)
     return run.exit_code
@@ -206,10 +219,10 @@ def _check_in_parallel(args: argparse.Namespace, store: Any, candidate: Any, pol
     job = Job(str(args.goldens), str(reference) if reference else None, args.candidate,
               str(args.checkpoint) if args.checkpoint else None, str(args.map) if args.map else None,
               str(policy.path) if policy.path else None, tuple(modes), tuple(args.modules) if args.modules else None,
-              args.allow_partial, options.command)  # fmt: skip
+              args.allow_partial, options.command, options.repeat)  # fmt: skip
     template = RunResult(candidate.description, str(store.path), policy.describe(), options.command,
                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0,
-                         engine._provenance_summary(store, store.case(cases[0])), modes=list(modes),
+                         engine._provenance_summary(store, store.case(cases[0])), modes=engine.run_modes(options),
                          allow_partial=args.allow_partial)  # fmt: skip
     return check_parallel(job, list(cases), args.jobs, template)
 

@@ -1,12 +1,16 @@
 """The check engine: compare a candidate with a golden store, module by module (numpy only).
 
-Two modes, both always available:
+Two modes, both always available, and a third on request:
 
 * isolated: each call the candidate implements is run on its golden inputs; its outputs are compared
   with the golden outputs of that call. An error here is the module's own.
 * chained: the candidate runs each case from the case's inputs; every call it reports is matched to
   the golden call with the same module key and call index, and its inputs and outputs are compared.
   This shows how error grows along the pipeline.
+* repeat (`CheckOptions.repeat` >= 2, with chained): the candidate runs each case again; every tensor of runs
+  2..N is compared bit for bit with run 1 (by CRC-32, shape and dtype, kept as the tensors pass: never the
+  arrays), and the first call whose outputs differ between runs while its inputs did not is blamed as
+  nondeterministic (an uninitialised buffer, a race, an unseeded sampler).
 
 Thresholds come from the tolerance policy; with calibration on, a tensor's threshold is k times the
 official float32-vs-float64 noise of that very tensor (isolated noise measured at record time; chained
@@ -29,8 +33,9 @@ import numpy as np
 
 from ..errors import ConformanceError
 from ..store import tree
+from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
-from ..store.schema import LeafRecord
+from ..store.schema import LeafRecord, checksum
 from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
 from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
 from .policy import THRESHOLDS, Policy
@@ -77,6 +82,7 @@ class CheckOptions:
     keep: set[str] = field(default_factory=set)  # module keys whose candidate outputs are kept for the report
     keep_failing: int = 4  # failing calls per case and mode whose candidate outputs are kept for the report
     keep_failing_bytes: int = 8 << 20  # byte budget per run for those
+    repeat: int = 1  # chained runs per case; from 2 on, runs 2..N are compared bit for bit with run 1 (mode "repeat")
 
 
 def _is_array(value: Any) -> bool:
@@ -482,18 +488,37 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
                 keeper.offer(tensor, produced.get(leaf.role))
             if judge.policy.tokens.is_logits(leaf.key) and tensor.status != NOT_COVERED:
                 _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result)
+            step = model_step(options.subject, case, leaf)
+            if step is not None and tensor.status != NOT_COVERED:
+                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result, TEACHER_FORCED_MODEL, step)
 
 
-def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult) -> None:
+TEACHER_FORCED, TEACHER_FORCED_MODEL = "teacher_forced", "teacher_forced_model"
+
+
+def model_step(subject: Any, case: Case, leaf: LeafRecord) -> tuple[int, int] | None:
+    """(frame, codebook) when this golden output is the logits of a whole-model generation step (the subject
+    says which): its isolated replay ran the whole model on the golden history, not only a logits head."""
+    if subject is None or not hasattr(subject, "model_step"):
+        return None
+    step = subject.model_step(case, leaf.key, leaf.call, leaf.role)
+    return None if step is None else (int(step[0]), int(step[1]))
+
+
+def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult,
+                    mode: str = TEACHER_FORCED, step: tuple[int, int] | None = None) -> None:  # fmt: skip
+    """Classify the candidate's top-1 on the golden history against the golden's: per logits head
+    ("teacher_forced", the head re-run on golden hidden states) or per whole-model step ("teacher_forced_model")."""
     if not isinstance(value, np.ndarray) or tuple(value.shape) != tuple(leaf.shape) or not leaf.shape:
         return
     golden = last_position(case.tensor(leaf))
     mine = last_position(value)
+    frame, codebook = step if step is not None else (None, None)
     for row in range(golden.shape[0]):
         finding = classify(golden[row], mine[row], policy.tokens.near_tie_margin)
-        finding_record = TokenFinding(case.name, "teacher_forced", leaf.key, leaf.call, finding.classification,
+        finding_record = TokenFinding(case.name, mode, leaf.key, leaf.call, finding.classification,
                                       finding.golden_token, finding.candidate_token, finding.golden_second,
-                                      finding.margin, position=row)  # fmt: skip
+                                      finding.margin, frame=frame, codebook=codebook, position=row)  # fmt: skip
         result.tokens.append(finding_record)
 
 
@@ -560,14 +585,15 @@ class _ChainedSink:
 
 
 def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOptions, result: CaseResult,
-                keeper: FailingKeeper | None = None) -> dict[tuple[str, int], dict[str, Any]]:  # fmt: skip
+                keeper: FailingKeeper | None = None,
+                fingerprints: Fingerprints | None = None) -> dict[tuple[str, int], dict[str, Any]]:  # fmt: skip
     sink = _ChainedSink(case, judge, options, result, keeper)
     if not candidate.can_chain(case):
         message = "the candidate cannot run this case end to end"
         _mark_unseen(case, options, result, sink.seen, message)
         return {}
     try:
-        candidate.run_chained(case, sink)
+        candidate.run_chained(case, fingerprints.passing_to(sink) if fingerprints is not None else sink)
     except CheckerError:
         raise
     except NotCovered as exc:
@@ -607,10 +633,144 @@ def _mark_unseen(case: Case, options: CheckOptions, result: CaseResult, seen: se
                                                message=message))  # fmt: skip
 
 
+# -- repeat: determinism of the candidate -------------------------------------------------------------------------
+
+REPEAT = "repeat"
+Fingerprint = tuple[int, tuple[int, ...], str]  # CRC-32 of the bytes, shape, dtype
+
+
+def fingerprint(value: np.ndarray | np.generic) -> Fingerprint:
+    array = np.asarray(value)
+    return checksum(array), tuple(array.shape), array.dtype.str
+
+
+class Fingerprints:
+    """A sink that keeps, for every tensor leaf of every call a candidate reports, only its fingerprint: what a
+    second run is compared with, at a few bytes per tensor whatever the model's size. Calls are numbered per
+    key in the order they start, like the chained sink numbers them."""
+
+    def __init__(self) -> None:
+        self.prints: dict[tuple[str, int], dict[str, Fingerprint]] = defaultdict(dict)  # (key, index) -> role -> print
+        self.calls: dict[tuple[str, int], int] = {}  # (key, index) -> completion order
+        self._counts: dict[str, int] = defaultdict(int)
+        self._stack: dict[str, list[int]] = defaultdict(list)
+
+    def __call__(self, key: str, phase: str, args: tuple[Any, ...], kwargs: dict[str, Any], outputs: Any) -> None:
+        if phase == "call":
+            index = self._counts[key]
+            self._counts[key] += 1
+            self._stack[key].append(index)
+            leaves = {**flatten_numpy(tuple(args), "args"), **flatten_numpy(dict(kwargs), "kwargs")}
+        else:
+            index = self._stack[key].pop()
+            self.calls[(key, index)] = len(self.calls)
+            leaves = flatten_numpy(outputs, "outputs", top=True)
+        prints = self.prints[(key, index)]
+        for role, value in leaves.items():
+            if isinstance(value, (np.ndarray, np.generic)):
+                prints[role] = fingerprint(value)
+
+    def passing_to(self, sink: Callable[[str, str, tuple[Any, ...], dict[str, Any], Any], None]) -> Callable[..., None]:
+        """This sink in front of another (run 1 is fingerprinted while it is judged)."""
+
+        def both(key: str, phase: str, args: tuple[Any, ...], kwargs: dict[str, Any], outputs: Any) -> None:
+            try:
+                self(key, phase, args, kwargs, outputs)
+            except Exception as exc:  # the checker's own failure must not be blamed on the candidate
+                raise CheckerError(f"while fingerprinting {key} ({phase}): {type(exc).__name__}: {exc}") from exc
+            sink(key, phase, args, kwargs, outputs)
+
+        return both
+
+
+def run_repeats(case: Case, candidate: Candidate, first: Fingerprints, options: CheckOptions,
+                result: CaseResult) -> None:  # fmt: skip
+    """Run the case `options.repeat - 1` more times and judge every golden tensor the candidate produced in run 1
+    (inputs and outputs of each call) by bit equality across the runs: mode "repeat", pass or fail."""
+    if not candidate.can_chain(case):
+        result.notes.append("repeat: the candidate cannot run this case end to end")
+        return
+    if any(t.mode == "chained" and t.status == ERROR for t in result.tensors):
+        result.notes.append("repeat: not run, the first chained run stopped on the candidate's exception")
+        return
+    runs: list[Fingerprints] = []
+    for _ in range(options.repeat - 1):
+        again = Fingerprints()
+        try:
+            candidate.run_chained(case, again)
+        except CheckerError:
+            raise
+        except Exception as exc:
+            raise CandidateCrash(REPEAT, exc) from exc  # run 1 completed: a crash of a later run is its own error
+        runs.append(again)
+    differing_unrecorded: dict[str, int] = defaultdict(int)
+    for (key, index), _ in sorted(first.calls.items(), key=lambda item: item[1]):
+        if not _want(key, options.modules):
+            continue
+        prints = first.prints[(key, index)]
+        if not case.has_call(key, index):
+            if any(run.prints.get((key, index)) != prints for run in runs):
+                differing_unrecorded[key] += 1
+            continue
+        record = case.get_call(key, index)
+        for leaf in case.leaves(key, index):
+            mine = prints.get(leaf.role)
+            if not leaf.is_tensor or mine is None:
+                continue  # not produced in run 1: the chained verdicts already say so
+            tensor = TensorResult(case.name, REPEAT, key, index, leaf.role, PASS, leaf.dtype, list(leaf.shape),
+                                  seq_start=record.seq_start, seq_end=record.seq_end, tier=leaf.tier,
+                                  source="bit equality between runs of the candidate", thresholds={"exact": 0.0})  # fmt: skip
+            theirs = [run.prints.get((key, index), {}).get(leaf.role) for run in runs]
+            differ = [number for number, other in enumerate(theirs, start=2) if other != mine]
+            tensor.metrics = {"runs": options.repeat, "differing_runs": differ}
+            if differ:
+                other = theirs[differ[0] - 2]
+                tensor.status = FAIL
+                tensor.message = f"differs between runs 1 and {differ[0]}" + (
+                    f" (run {differ[0]} made no such tensor)" if other is None
+                    else "" if other[1:] == mine[1:]
+                    else f" (shape/dtype {list(other[1])} {other[2]} vs {list(mine[1])} {mine[2]})"
+                )  # fmt: skip
+                if len(differ) > 1:
+                    tensor.message += f"; also in run(s) {', '.join(map(str, differ[1:]))}"
+            result.tensors.append(tensor)
+    if differing_unrecorded:
+        shown = ", ".join(f"{key} ×{n}" for key, n in list(differing_unrecorded.items())[:5])
+        result.notes.append(f"repeat: {sum(differing_unrecorded.values())} calls of modules the golden did not record "
+                            f"also differ between runs: {shown}")  # fmt: skip
+    for number, run in enumerate(runs, start=2):
+        extra = len(set(run.calls) - set(first.calls))
+        if extra:
+            result.notes.append(f"repeat: run {number} made {extra} calls that run 1 did not make")
+
+
+def repeat_blame(case: Case, result: CaseResult) -> Blame | None:
+    """The first call whose outputs differ between runs while its inputs did not (or, when every differing call
+    also took a differing input, the input the difference entered through)."""
+    found = blame(result, REPEAT, case)
+    if found is None:
+        return None
+    named = set(found.outputs if found.kind == "module" else found.inputs)
+    differing = [t for t in result.tensors if t.mode == REPEAT and t.name in named and t.status == FAIL]
+    first_run = min((min(t.metrics["differing_runs"]) for t in differing if t.metrics), default=2)
+    if found.kind == "module":
+        roles = ", ".join(t.role for t in differing[:3]) + (" ..." if len(differing) > 3 else "")
+        detail = f"call {found.call}: {roles}; its inputs were identical"
+    else:
+        role = differing[0].role if differing else "an input"
+        detail = (
+            f"the difference enters through `{role}` of {found.key}#{found.call}, made outside the recorded modules"
+        )
+    found.reason = f"nondeterministic candidate: {found.key} differs between runs 1 and {first_run} ({detail})"
+    return found
+
+
 # -- blame, growth, tokens -------------------------------------------------------------------------------------
 
 
-def blame(result: CaseResult, mode: str) -> Blame | None:
+def blame(result: CaseResult, mode: str, case: Case | None = None) -> Blame | None:
+    """The first call, in completion order, whose inputs conform and whose outputs do not; failing that (every
+    failing call also took a failing input), the input through which the divergence entered (`input_blame`)."""
     by_call: dict[tuple[str, int], list[TensorResult]] = defaultdict(list)
     for tensor in result.tensors:
         if tensor.mode == mode:
@@ -626,6 +786,34 @@ def blame(result: CaseResult, mode: str) -> Blame | None:
             continue
         reason = "; ".join(f"{t.role}: {t.message}" for t in failing[:3])
         return Blame(mode, key, call, failing[0].seq_end, reason, [t.name for t in failing], [t.name for t in inputs])
+    return input_blame(case, result, mode) if case is not None else None
+
+
+def input_blame(case: Case, result: CaseResult, mode: str) -> Blame | None:
+    """When no call diverges on conforming inputs, the divergence came in through an input that no recorded
+    module produced (reference codes computed by an unhooked codec, a tensor built by glue code): blame the
+    first such failing input, in the order calls started, that no failing golden producer explains."""
+    failing_inputs = sorted((t for t in result.tensors if t.mode == mode and t.is_input and t.status in (FAIL, ERROR)),
+                            key=lambda t: (t.seq_start, t.seq_end))  # fmt: skip
+    if not failing_inputs:
+        return None
+    verdicts = {(t.key, t.call, t.role): t for t in result.tensors if t.mode == mode}
+    graph = producers(case)
+    for tensor in failing_inputs:
+        made_by = graph.get((tensor.key, tensor.call, tensor.role), [])
+        judged = [verdicts[index] for index in ((p.key, p.call, p.role) for p in made_by) if index in verdicts]
+        if any(source.status in (FAIL, ERROR) for source in judged):
+            continue  # a recorded module handed it on already wrong: the divergence entered further up
+        if judged:  # its recorded producer returned it right: it changed on the way, in code no hook sees
+            where = f"changed after {judged[0].name} returned it, outside the recorded modules"
+        elif made_by:
+            where = f"produced by {made_by[0].name}, which was not checked"
+        else:
+            where = "produced outside the recorded modules"
+        reason = f"divergence enters through `{tensor.role}` of {tensor.key}#{tensor.call}, {where}: {tensor.message}"
+        outputs = [t.name for t in result.tensors if t.mode == mode and (t.key, t.call) == (tensor.key, tensor.call)
+                   and not t.is_input and t.status in (FAIL, ERROR)]  # fmt: skip
+        return Blame(mode, tensor.key, tensor.call, tensor.seq_end, reason, outputs, [tensor.name], kind="input")
     return None
 
 
@@ -713,6 +901,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path
         )
     first = store.case(names[0]) if names else None
+    modes = run_modes(options)
     run = RunResult(
         candidate=candidate.description,
         goldens=str(store.path),
@@ -721,13 +910,13 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         seconds=0.0,
         golden_provenance=_provenance_summary(store, first),
-        modes=list(options.modes),
+        modes=list(modes),
         allow_partial=options.allow_partial,
     )
     keeper = FailingKeeper(options.keep_failing, options.keep_failing_bytes) if options.keep_failing > 0 else None
     for name in names:
         case = store.case(name)
-        result = CaseResult(name, case.provenance.get("family", ""), case.dtype, list(options.modes),
+        result = CaseResult(name, case.provenance.get("family", ""), case.dtype, modes,
                             description=case.provenance.get("description", ""))  # fmt: skip
         reference = _reference_case(options.reference, case, result)
         stage = "prepare"
@@ -747,13 +936,20 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 if options.subject is not None and hasattr(options.subject, "keep"):
                     keep |= set(options.subject.keep(case))
                 chained_options = CheckOptions(**{**options.__dict__, "keep": keep})
+                run1 = Fingerprints() if options.repeat > 1 else None
                 kept = run_chained(case, candidate, Judge(policy, case, reference, "chained"), chained_options, result,
-                                   keeper)  # fmt: skip
+                                   keeper, run1)  # fmt: skip
                 free_running(case, kept, policy, result, options.subject)
                 result.seconds["chained"] = round(time.time() - t, 3)
-                result.blame["chained"] = blame(result, "chained")
+                result.blame["chained"] = blame(result, "chained", case)
                 candidate.review(case, result, "chained")
                 run.artifacts[name] = kept
+                if run1 is not None:
+                    stage = REPEAT
+                    t = time.time()
+                    run_repeats(case, candidate, run1, options, result)
+                    result.seconds[REPEAT] = round(time.time() - t, 3)
+                    result.blame[REPEAT] = repeat_blame(case, result)
         except (ConformanceError, CheckerError, KeyboardInterrupt):
             raise  # bad input (exit 2 with its one line) or a bug of the checker: never a verdict on the candidate
         except Exception as exc:  # the candidate crashed: an error verdict for this case, the other cases still run
@@ -774,6 +970,15 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                                     "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
     run.seconds = time.time() - started
     return run
+
+
+def run_modes(options: CheckOptions) -> list[str]:
+    """The modes a run reports: the checked ones, and "repeat" when chained runs are repeated."""
+    if options.repeat > 1 and "chained" not in options.modes:
+        from ..errors import UsageError
+
+        raise UsageError("repeating a check (--repeat) needs the chained mode: the candidate runs whole cases")
+    return [*options.modes, REPEAT] if options.repeat > 1 else list(options.modes)
 
 
 def case_error(stage: str, exc: BaseException) -> CaseError:

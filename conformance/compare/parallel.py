@@ -29,6 +29,7 @@ class Job:
     modules: tuple[str, ...] | None
     allow_partial: bool
     command: str
+    repeat: int = 1
 
 
 def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any]]:
@@ -46,7 +47,7 @@ def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any]]:
         try:
             options = engine.CheckOptions(modes=job.modes, cases=cases, modules=list(job.modules) if job.modules else None,
                                           reference=reference, allow_partial=job.allow_partial, command=job.command,
-                                          subject=SUBJECT)  # fmt: skip
+                                          subject=SUBJECT, repeat=job.repeat)  # fmt: skip
             run = engine.check(store, candidate, policy, options)
         finally:
             if reference is not None:

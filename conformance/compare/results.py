@@ -105,7 +105,9 @@ class TokenFinding:
     """A top-1 disagreement on discrete outputs, classified by the reference's own top-1 margin."""
 
     case: str
-    mode: str  # "teacher_forced" (isolated logits) or "free_running" (chained codes)
+    # "teacher_forced" (a logits head re-run on golden hidden states), "teacher_forced_model" (a whole-model
+    # generation step re-run on the golden history: the headline), or "free_running" (chained codes)
+    mode: str
     key: str
     call: int
     classification: str  # agree, exact_tie, near_tie, token_swap, logit_drift
@@ -141,14 +143,15 @@ class GrowthPoint:
 
 
 _STAGES = {"load": "loading the candidate", "prepare": "loading or preparing the case",
-           "isolated": "running the isolated checks", "chained": "running the case end to end"}  # fmt: skip
+           "isolated": "running the isolated checks", "chained": "running the case end to end",
+           "repeat": "running the case again (--repeat)"}  # fmt: skip
 
 
 @dataclass
 class CaseError:
     """The candidate crashed on a case (while loading, preparing or running it): no numeric verdict."""
 
-    stage: str  # "load", "prepare", "isolated", "chained"
+    stage: str  # "load", "prepare", "isolated", "chained", "repeat"
     type: str  # the exception's class name
     message: str  # its one-line message
     traceback: str = ""

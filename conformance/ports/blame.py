@@ -3,40 +3,21 @@
 A port's dump usually holds outputs only, so a module's inputs cannot be judged directly. The golden
 store knows where each input came from: a tensor passed from one module to the next is stored once, so
 an input leaf that is another call's output refers to the same (dataset, row). The producers of an input
-are the output leaves, of calls that returned before this call started, that share its storage; their
-verdicts stand in for the input's. Calls are visited in completion order (children before the modules
-that contain them), so the first one found is the innermost module where the error appears.
+are the output leaves, of calls that returned before this call started, that share its storage
+(`store.producers`); their verdicts stand in for the input's. Calls are visited in completion order
+(children before the modules that contain them), so the first one found is the innermost module where
+the error appears.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from ..compare.results import ERROR, FAIL, NOT_COVERED, SKIPPED, Blame, CaseResult, TensorResult
+from ..store.producers import producers  # re-exported: ports users import it from here
 from ..store.reader import Case
-from ..store.schema import CallRecord, LeafRecord
+
+__all__ = ["dump_blame", "producers"]
 
 FAILING = (FAIL, ERROR)
-
-
-def producers(case: Case) -> dict[tuple[str, int, str], list[LeafRecord]]:
-    """(key, call, input role) -> the output leaves holding the same golden data, produced before the call."""
-    outputs: dict[tuple[str, int], list[tuple[LeafRecord, CallRecord]]] = defaultdict(list)  # (location, row)
-    calls = case.calls()
-    for call in calls:
-        for leaf in case.leaves(call.key, call.call):
-            if leaf.is_tensor and leaf.location and leaf.role.startswith("outputs"):
-                outputs[(leaf.location, leaf.row)].append((leaf, call))
-    graph: dict[tuple[str, int, str], list[LeafRecord]] = {}
-    for call in calls:
-        for leaf in case.leaves(call.key, call.call):
-            if not leaf.is_tensor or not leaf.location or leaf.role.startswith("outputs"):
-                continue
-            found = [out for out, producer in outputs.get((leaf.location, leaf.row), [])
-                     if producer.seq_end < call.seq_start]  # fmt: skip
-            if found:
-                graph[(call.key, call.call, leaf.role)] = found
-    return graph
 
 
 def dump_blame(case: Case, result: CaseResult, mode: str = "chained") -> Blame | None:

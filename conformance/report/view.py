@@ -281,7 +281,7 @@ def divergence_panels(case: dict[str, Any], ctx: Context) -> list[dict[str, Any]
     (when the candidate's values were kept and the golden store is readable)."""
     panels: dict[tuple[str, int], dict[str, Any]] = {}
     golden_case = ctx.case(case["case"])
-    for mode in ("chained", "isolated"):
+    for mode in ("chained", "isolated", "repeat"):  # repeat: the first call that differs between runs (--repeat)
         blame = case["blame"].get(mode)
         if not blame:
             continue
@@ -375,7 +375,12 @@ def _find_kept_output(golden_case: Any, kept: dict[tuple[str, int], dict[str, np
 def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str, Any] | None:
     """Frame × codebook agreement: teacher-forced (candidate logits on the golden history) and free-running
     (generated codes), each disagreement with its class; and the golden's top-1 margin per step."""
-    forced = [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced"]
+    # the whole model run for each step on the golden history is the headline; a logits head alone re-run on
+    # golden hidden states agrees for a model that is wrong before its head, so it only stands in when no
+    # whole-model step was replayed
+    heads_only = [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced"]
+    model_level = [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced_model"]
+    forced = model_level or heads_only
     golden_case = ctx.case(case["case"])
     golden_codes = candidate_codes = None
     codes_source = ""
@@ -395,13 +400,19 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
     for t in forced:
         if t["key"] not in heads:
             heads.append(t["key"])
-    frames = max([t["call"] + 1 for t in forced] + [golden_codes.shape[0] if golden_codes is not None else 0])
+    # a head's call f picks frame f of its codebook (heads in order of first use); a whole-model step says which
+    cells = [(t["codebook"], t["frame"]) if t.get("frame") is not None else (heads.index(t["key"]), t["call"])
+             for t in forced]  # fmt: skip
+    if model_level:
+        heads = [""] * (max(cb for cb, _ in cells) + 1)
+        for t, (cb, _) in zip(forced, cells):
+            heads[cb] = t["key"]
+    frames = max([frame + 1 for _, frame in cells] + [golden_codes.shape[0] if golden_codes is not None else 0])
     books = max(len(heads), golden_codes.shape[1] if golden_codes is not None else 0)
     shown = min(frames, TOKEN_FRAMES)
     # no logits heads (a codec encode's codes): no teacher-forced grid, only the codes themselves
     tf_cells: list[list[dict[str, Any] | None]] | None = [[None] * shown for _ in range(books)] if forced else None
-    for t in forced:
-        cb, frame = heads.index(t["key"]), t["call"]
+    for t, (cb, frame) in zip(forced, cells):
         if frame >= shown:
             continue
         assert tf_cells is not None
@@ -413,6 +424,9 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
     counts: dict[str, int] = defaultdict(int)
     for t in forced:
         counts[t["classification"]] += 1
+    head_counts: dict[str, int] = defaultdict(int)
+    for t in heads_only if model_level else []:
+        head_counts[t["classification"]] += 1
     fr_cells: list[list[dict[str, Any] | None]] | None = None
     fr_counts: dict[str, int] = defaultdict(int)
     first = case.get("first_divergence") or {}
@@ -433,13 +447,14 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
                 fr_counts[cls] += 1
                 fr_cells[cb][frame] = {"cls": cls, "title": f"frame {frame}, codebook {cb}: golden {g}, candidate {c}"}
     margins = {key: [(t["call"], num(t["margin"]) or 0.0, t["classification"] != "agree") for t in forced if t["key"] == key]
-               for key in heads}  # fmt: skip
+               for key in dict.fromkeys(h for h in heads if h)}  # fmt: skip
     figure = (
         figures.token_margins(margins, near_tie, f"{case['case']}: golden top-1 margin per step") if forced else None
     )
     return {
         "heads": heads, "frames": shown, "frames_total": frames, "books": books, "tf": tf_cells, "fr": fr_cells,
         "tf_counts": dict(counts), "fr_counts": dict(fr_counts), "first": first, "margins": figure,
+        "tf_level": "model" if model_level else "head", "tf_head_counts": dict(head_counts),
         "codes_source": codes_source, "has_golden_codes": golden_codes is not None,
     }  # fmt: skip
 

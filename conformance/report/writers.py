@@ -124,6 +124,11 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         lines += [f"- {name}: `{key}` — {message}" for name, key, message in mismatches[:10]]
         if len(mismatches) > 10:
             lines.append(f"- … and {len(mismatches) - 10} more (summary.json)")
+    lines += _teacher_forced_lines(summary)
+    flaky = [(case["case"], case["blame"]["repeat"]) for case in summary["cases"] if case["blame"].get("repeat")]
+    if flaky:  # --repeat: a nondeterministic candidate, whatever run 1 scored against the goldens
+        lines += ["", "Runs of the candidate that differ from its first run (`--repeat`):", ""]
+        lines += [f"- {name}: {b['reason']}" for name, b in flaky]
     bundles = [
         (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
     ]
@@ -145,6 +150,23 @@ def _interface_mismatches(summary: dict[str, Any]) -> list[tuple[str, str, str]]
             if tensor["status"] == INTERFACE:
                 found.setdefault((case["case"], tensor["key"]), tensor.get("message", ""))
     return [(name, key, message) for (name, key), message in found.items()]
+def _teacher_forced_lines(summary: dict[str, Any]) -> list[str]:
+    """The teacher-forced headline: the candidate's whole model run for each generation step on the golden history
+    (not only its logits heads on golden hidden states, which agree for a model wrong before its head)."""
+    steps = {case["case"]: [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced_model"]
+             for case in summary["cases"]}  # fmt: skip
+    total = sum(len(found) for found in steps.values())
+    if not total:
+        return []
+    agree = sum(t["classification"] == "agree" for found in steps.values() for t in found)
+    lines = ["", f"Teacher-forced top-1 (whole model per step on the golden history): {agree} of {total} steps agree."]
+    for name, found in steps.items():
+        differ = [t for t in found if t["classification"] != "agree"]
+        if differ:
+            first = differ[0]
+            lines.append(f"- {name}: {len(differ)} of {len(found)} steps disagree, first frame {first['frame']} codebook "
+                         f"{first['codebook']} ({first['classification']}, `{first['key']}#{first['call']}`)")  # fmt: skip
+    return lines
 
 
 def _git_commit() -> str | None:

@@ -34,8 +34,22 @@ def case_summary(case: Case) -> dict[str, Any]:
         "tensors_stored": len(unique),
         "bytes_stored": int(sum(sizes.values())),
         "oracle_records": len(case.oracle_records()),
+        # did the official model compute every recorded tensor bit for bit again (None: not checked)
+        "deterministic": (p.get("determinism") or {}).get("bitwise_identical"),
         "description": p.get("description", ""),
     }
+
+
+def determinism_line(provenance: dict[str, Any]) -> str:
+    """What the recorder's second run of the case found (provenance["determinism"])."""
+    found = provenance.get("determinism")
+    if not found:
+        return "not checked (recorded without the second run)"
+    if found.get("bitwise_identical"):
+        return f"bitwise identical over {found.get('runs', 2)} runs ({found.get('tensors_compared', '?')} tensors)"
+    first = ", ".join(found.get("differing", [])[:3] + found.get("extra_calls", [])[:1])
+    return (f"NOT bitwise identical over {found.get('runs', 2)} runs: {found.get('differing_count', 0)} tensor(s) "
+            f"differ, first {first}")  # fmt: skip
 
 
 def module_summary(case: Case) -> list[dict[str, Any]]:
@@ -93,12 +107,19 @@ def print_inspect(store: GoldenStore, case_name: str | None = None, as_json: boo
         table.add_row(s["case"], s["family"], s["dtype"], str(s["modules"]), str(s["calls"]), str(s["tensor_leaves"]),
                       f"{s['tensors_stored']} / {_human(s['bytes_stored'])}", str(s["oracle_records"]))  # fmt: skip
     console.print(table)
+    flaky = [
+        case.name for case in store if (case.provenance.get("determinism") or {}).get("bitwise_identical") is False
+    ]
+    if flaky:
+        console.print(f"[red]the official model was not bitwise deterministic at record time: {', '.join(flaky)}[/red]",
+                      soft_wrap=True)  # fmt: skip
     if case_name:
         case = store.case(case_name)
         p = case.provenance
         console.print(f"\n[bold]{case.name}[/bold]: {p.get('description', '')}")
         for field in ("dtype", "size", "seed", "threads", "attn_implementation", "official_version", "oracle"):
             console.print(f"  {field}: {p.get(field)}")
+        console.print(f"  determinism: {determinism_line(p)}", highlight=False, soft_wrap=True)
         for name, hashes in (p.get("weights_sha256") or {}).items():
             for file, digest in hashes.items():
                 console.print(f"  weights {name}/{file}: sha256 {digest[:16]}…")

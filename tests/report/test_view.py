@@ -145,3 +145,26 @@ def test_numbers_are_shown_short(value: object, text: str) -> None:
 def test_script_json_cannot_close_its_script_element() -> None:
     text = view.json_for_script({"key": "</script><script>alert(1)</script>"})
     assert "</" not in text and view.json.loads(text)["key"] == "</script><script>alert(1)</script>"
+
+
+def test_the_token_grid_headlines_whole_model_steps_over_logits_heads() -> None:
+    """Model-level findings (whole model on the golden history) fill the teacher-forced grid at their own
+    (codebook, frame) and give its counts; the heads' counts are kept beside them, not in the headline."""
+
+    def finding(mode: str, key: str, call: int, cls: str, frame: int | None = None, codebook: int | None = None):
+        return {"mode": mode, "key": key, "call": call, "classification": cls, "golden_token": 5, "candidate_token": 5,
+                "golden_second": 6, "margin": 0.5, "frame": frame, "codebook": codebook}  # fmt: skip
+
+    tokens = [finding("teacher_forced", "talker.codec_head", f, "agree") for f in range(2)]
+    tokens += [finding("teacher_forced", "talker.code_predictor.lm_head.0", f, "agree") for f in range(2)]
+    tokens += [finding("teacher_forced_model", "talker", 0, "agree", 0, 0),
+               finding("teacher_forced_model", "talker", 1, "logit_drift", 1, 0),
+               finding("teacher_forced_model", "talker.code_predictor", 0, "agree", 0, 1),
+               finding("teacher_forced_model", "talker.code_predictor", 1, "agree", 1, 1)]  # fmt: skip
+    shown = view.token_view({"case": "c", "tokens": tokens}, view.Context(), 0.01)
+    assert shown is not None and shown["tf_level"] == "model"
+    assert shown["tf_counts"] == {"agree": 3, "logit_drift": 1} and shown["tf_head_counts"] == {"agree": 4}
+    assert shown["heads"] == ["talker", "talker.code_predictor"]
+    assert shown["tf"][0][1]["cls"] == "logit_drift" and shown["tf"][1][1]["cls"] == "agree"
+    heads_only = view.token_view({"case": "c", "tokens": tokens[:4]}, view.Context(), 0.01)
+    assert heads_only is not None and heads_only["tf_level"] == "head" and heads_only["tf_counts"] == {"agree": 4}

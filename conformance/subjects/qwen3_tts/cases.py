@@ -8,7 +8,9 @@ waveform. Generation is greedy (`do_sample=False, subtalker_dosample=False`).
 Families: `codec_decode`, `codec_encode`, `speaker_encoder`, `generation`, `end_to_end`. A case lists the
 model it needs (`codec` or a TTS model type) and which roots are hooked: generation cases hook the TTS
 model (talker, code predictor, speaker encoder, prompt construction) and leave the codec unhooked, the
-end-to-end case hooks everything.
+end-to-end case hooks everything. The in-context voice-clone cases also hook the codec's encoder side
+(`codec_encoder`): it computes the reference codes the talker is prompted with, so a divergence there is
+blamed on the codec encoder instead of entering the talker from nowhere.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class CaseSpec:
     family: str
     description: str
     model: str  # "codec" or a TTS model type
-    hooks: tuple[str, ...]  # roots to hook: "tts" and/or "codec"
+    hooks: tuple[str, ...]  # roots to hook: "tts", "codec" (the whole codec) or "codec_encoder" (its encoder side)
     run: Callable[[Any, CaseIO], None]
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -239,11 +241,11 @@ CASES: tuple[CaseSpec, ...] = (
           x_vector_only=True, non_streaming=False, frames=(4, 8), seed=401, ref_seconds=0.3),
     _case("tts_voice_clone_icl", "generation",
           "Voice clone in-context: reference codes and reference text are prepended (streaming layout).",
-          "base", ("tts",), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
+          "base", ("tts", "codec_encoder"), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
           x_vector_only=False, non_streaming=False, frames=(4, 8), seed=402, ref_seconds=0.1),
     _case("tts_voice_clone_icl_non_streaming", "generation",
           "Voice clone in-context with the non-streaming layout.",
-          "base", ("tts",), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
+          "base", ("tts", "codec_encoder"), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
           x_vector_only=False, non_streaming=True, frames=(4, 8), seed=403, ref_seconds=0.1),
     _case("end_to_end", "end_to_end",
           "Text to waveform: tokenizer, prompt, talker, code predictor, then codec decode, all hooked.",

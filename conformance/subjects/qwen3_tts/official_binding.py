@@ -177,18 +177,19 @@ class OfficialCandidate(Candidate):
 
         if self.spec is None:
             raise NotCovered(case.name)
-        roots = {k: v for k, v in self.roots.items() if k != "speech_tokenizer" or "codec" in self.spec.hooks}
+        codec_hooked = "codec" in self.spec.hooks or "codec_encoder" in self.spec.hooks
+        roots = {k: v for k, v in self.roots.items() if k != "speech_tokenizer" or codec_hooked}
         io = CaseIO(str(case.provenance.get("size", "tiny")))
-        with self._precision(), torch.no_grad(), _tap(roots, sink):
+        with self._precision(), torch.no_grad(), _tap(roots, sink, self.models.excluded(self.spec)):
             self.spec.run(self.models, io)
 
 
 @contextlib.contextmanager
-def _tap(roots: dict[str, Any], sink: Sink) -> Iterator[None]:
+def _tap(roots: dict[str, Any], sink: Sink, exclude: list[str]) -> Iterator[None]:
     from ...capture.recorder import TorchTap
     from .record import function_specs, method_specs
 
-    with TorchTap(roots, sink, methods=method_specs(roots), functions=function_specs()):
+    with TorchTap(roots, sink, exclude=exclude, methods=method_specs(roots), functions=function_specs()):
         yield
 
 

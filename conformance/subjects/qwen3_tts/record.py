@@ -55,6 +55,12 @@ METHODS: dict[str, tuple[tuple[str, bool], ...]] = {
     "MimiEuclideanCodebook": (("encode", False), ("decode", True), ("quantize", False)),
 }
 DTYPES = ("float32", "float64", "bfloat16")
+# The codec keys a case hooking only the codec's encoder side ("codec_encoder") leaves out: its root forward,
+# decode and decoder, and the layers inside the encoder's convolution stack, whose activations are 80% of the
+# encoder's bytes (the codec_encode case records them; here the stack is one module, enough to blame it).
+CODEC_ENCODER_ONLY_EXCLUDES = (CODEC_PREFIX, f"{CODEC_PREFIX}:decode", f"{CODEC_PREFIX}.decoder",
+                               f"{CODEC_PREFIX}.decoder.*", f"{CODEC_PREFIX}.decoder:*",
+                               f"{CODEC_PREFIX}.encoder.encoder.*")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,17 @@ class OfficialModels:
         wrapper = self.tts(case.model)
         if "tts" in case.hooks:
             roots[""] = wrapper.model
-        if "codec" in case.hooks:
+        if "codec" in case.hooks or "codec_encoder" in case.hooks:
             roots[CODEC_PREFIX] = wrapper.model.speech_tokenizer.model
         return roots
+
+    @staticmethod
+    def excluded(case: CaseSpec) -> list[str]:
+        """Module keys of the hooked roots left unhooked: with "codec_encoder", the codec's decoder side (the
+        waveform's decode is large and checked by the codec cases; only the encoder feeds the talker)."""
+        if "codec_encoder" in case.hooks and "codec" not in case.hooks:
+            return list(CODEC_ENCODER_ONLY_EXCLUDES)
+        return []
 
     def folders(self, case: CaseSpec) -> dict[str, Path]:
         if case.model == "codec":
@@ -247,8 +261,12 @@ def record(
     on_case: Callable[[CaseSpec, int, int], None] | None = None,
     on_call: Callable[[str], None] | None = None,
     on_skip: Callable[[CaseSpec, str], None] | None = None,
+    determinism: bool = True,
 ) -> Path:
-    """Record `cases` into the golden store `out` (written atomically). Returns the path written."""
+    """Record `cases` into the golden store `out` (written atomically). Returns the path written.
+
+    determinism: run each case a second time under a checksumming tap and store in the case provenance whether
+    every recorded tensor came out bit-identical (`determinism_check`); off for very large runs."""
     import torch
 
     if dtype not in DTYPES:
@@ -329,13 +347,19 @@ def record(
                 background = AsyncCaseWriter(case_writer)
                 try:
                     with _precision(dtype), torch.no_grad(), versioned_tensors():
-                        recorder = Recorder(background, roots, include=modules, methods=method_specs(roots),
-                                            functions=function_specs(), oracle=isolated, on_call=on_call)  # fmt: skip
+                        recorder = Recorder(background, roots, include=modules, exclude=models.excluded(case),
+                                            methods=method_specs(roots), functions=function_specs(), oracle=isolated,
+                                            on_call=on_call, keep_checksums=determinism)  # fmt: skip
                         with recorder:
                             case.run(models, io)
                 finally:
                     background.close()
                 case_writer.provenance["seconds"] = round(time.time() - started, 3)
+                if determinism:
+                    torch.manual_seed(seed)
+                    case_writer.provenance["determinism"] = determinism_check(
+                        models, case, dtype, recorder.checksums(), io, modules
+                    )
                 case_writer.provenance["calls_recorded"] = recorder.calls_recorded
                 if isolated is not None and isolated.failures:
                     case_writer.provenance["oracle_failures"] = isolated.failures
@@ -345,3 +369,46 @@ def record(
                 for name, value in io.outputs.items():
                     case_writer.add_output(name, value)
     return Path(out)
+
+
+def determinism_check(models: OfficialModels, case: CaseSpec, dtype: str,
+                      recorded: dict[tuple[str, int, str], Any], first: CaseIO,
+                      modules: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run `case` a second time on the same models, hooked by a tap that only checksums, and compare every tensor
+    leaf bit for bit with what was recorded (`recorded`: the recorder's checksums) and the case's outputs with
+    the first run's. The official model's own nondeterminism (a race between threads, an uninitialised buffer)
+    would otherwise be blamed on the first candidate checked against it."""
+    import numpy as np
+    import torch
+
+    from ...capture.recorder import ChecksumTap
+    from ...store.schema import checksum
+
+    started = time.time()
+    roots = models.roots(case)
+    io = CaseIO(first.size)
+    tap = ChecksumTap(roots, include=modules, exclude=models.excluded(case), methods=method_specs(roots),
+                      functions=function_specs())  # fmt: skip
+    with _precision(dtype), torch.no_grad(), versioned_tensors(), tap:
+        case.run(models, io)
+    differing = [f"{key}#{call}/{role}" for (key, call, role), mine in recorded.items()
+                 if tap.prints.get((key, call, role)) != mine]  # fmt: skip
+    recorded_calls = {(key, call) for key, call, _ in recorded}
+    extra = [f"{key}#{call}" for key, call in tap.calls if (key, call) not in recorded_calls]
+    for name in sorted(set(first.outputs) | set(io.outputs)):
+        mine, theirs = first.outputs.get(name), io.outputs.get(name)
+        if isinstance(mine, np.ndarray) and isinstance(theirs, np.ndarray):
+            same = mine.shape == theirs.shape and mine.dtype == theirs.dtype and checksum(mine) == checksum(theirs)
+        else:
+            same = type(mine) is type(theirs) and mine == theirs
+        if not same:
+            differing.append(f"(case output) {name}")
+    return {
+        "runs": 2,
+        "bitwise_identical": not differing and not extra,
+        "tensors_compared": len(recorded),
+        "differing_count": len(differing),
+        "differing": differing[:20],  # the first ones, in recording order
+        "extra_calls": extra[:20],
+        "seconds": round(time.time() - started, 3),
+    }
