@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConformanceError, UsageError
 from .candidate import UnloadableCandidate
+from .results import STATUSES
 
 DEFAULT_POLICY_FILES = ("conformance-policy.toml", "pyproject.toml")
 
@@ -25,8 +26,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
             "golden inputs; chained: the candidate runs each case from its inputs and every intermediate is "
             "compared. Thresholds come from the tolerance policy (calibrated on the official model's own "
             "float32-vs-float64 noise by default). Writes summary.json, junit.xml, summary.md, history.jsonl "
-            "and index.html to --reports. Exit 0 conform, 1 divergence beyond policy (or not covered, or an "
-            "interface mismatch), 2 bad input or usage."
+            "and index.html to --reports, also when the candidate crashes. Exit codes: 0 conform (or partial "
+            "with --allow-partial); 1 a divergence beyond policy, or golden tensors not covered or met with an "
+            "interface mismatch; 2 bad input or usage (one line naming the file and tensor), or a candidate "
+            "that crashed while loading or running a case (its cases get an error verdict, the others are "
+            "still judged)."
         ),
     )
     p.add_argument("--goldens", required=True, type=Path, help="golden store (.h5)")
@@ -129,6 +133,18 @@ def _python_candidate(spec: str, checkpoint: Path | None) -> Any:
     raise UsageError(f"unknown candidate {spec!r} (impl, official[:...], dump:PATH)")
 
 
+def load_candidate(spec: str, checkpoint: Path | None = None, mapping: Path | None = None) -> Any:
+    """The candidate of a spec; one whose construction raises (a fork that fails on import) stands as an
+    UnloadableCandidate, so every case gets its error verdict and the reports are still written. Bad input
+    (a malformed dump or map, an unknown spec) stays bad input."""
+    try:
+        return make_candidate(spec, checkpoint, mapping)
+    except ConformanceError:
+        raise
+    except Exception as exc:
+        return UnloadableCandidate(spec, exc)
+
+
 def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rich.console import Console
 
@@ -138,12 +154,7 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     console = Console(stderr=True, quiet=args.quiet)
     policy = load_policy(find_policy(args.policy))
-    try:
-        candidate = make_candidate(args.candidate, args.checkpoint, args.map)
-    except ConformanceError:
-        raise
-    except Exception as exc:  # a candidate that cannot even be built: every case gets its error verdict
-        candidate = UnloadableCandidate(args.candidate, exc)
+    candidate = load_candidate(args.candidate, args.checkpoint, args.map)
     if args.mode is None:
         modes = tuple(getattr(candidate, "default_modes", ("isolated", "chained")))
     else:
@@ -172,9 +183,10 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         finally:
             if reference is not None:
                 reference.close()
+    add_replay_bundles(run)
     summary = write_reports(run, args.reports, html=not args.no_html, console=console)
     _print_table(console, summary)
-    _print_replay_bundles(summary)
+    _print_blames(summary)
     for case in summary["cases"]:  # the one line a flaky candidate's author acts on, even with --quiet
         repeated = case["blame"].get("repeat")
         if repeated:
@@ -184,14 +196,35 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return run.exit_code
 
 
-def _print_replay_bundles(summary: dict[str, Any]) -> None:
-    """Where to unit-test each blamed module on its own (dumps: the replay bundle `conformance export` writes).
-    Printed even with --quiet: it is the one line a port author acts on."""
+def add_replay_bundles(run: Any) -> None:
+    """Every blamed module call gets the replay bundle `conformance export` writes for it, whatever the
+    candidate (a dump's already names it, under its map's export_dir): one module's golden inputs, weights
+    and outputs, to unit-test it alone. Under $CONFORMANCE_EXPORT_DIR when set, else relative to any export."""
+    import os
+
+    from ..ports.export import replay_bundle_path
+
+    env = os.environ.get("CONFORMANCE_EXPORT_DIR")
+    for case in run.cases:
+        for blame in case.blame.values():
+            if blame is not None and not blame.replay_bundle:
+                blame.replay_bundle = replay_bundle_path(case.case, blame.key, blame.call, Path(env) if env else None)
+
+
+def _print_blames(summary: dict[str, Any]) -> None:
+    """Each case's blame in each mode, with the full module path and its replay bundle, and each crash: printed
+    whole even with --quiet and in a narrow CI log (never through a table that would cut them)."""
     for case in summary["cases"]:
+        if case.get("error"):
+            error = case["error"]
+            print(f"error {case['case']}: {error.get('line') or error.get('message')}")
         for mode, blame in case["blame"].items():
-            if blame and blame.get("replay_bundle"):
-                print(f"blame {case['case']} ({mode}): {blame['key']}#{blame['call']} — replay bundle: "
-                      f"{blame['replay_bundle']}")  # fmt: skip
+            if blame:
+                bundle = blame.get("replay_bundle")
+                inside_any = bool(bundle) and bundle.startswith(f"{case['case']}/replay/")  # no export folder known
+                where = "" if not bundle else f" — replay bundle: {bundle}" + (
+                    " (in the folder `conformance export` writes)" if inside_any else "")  # fmt: skip
+                print(f"blame {case['case']} ({mode}): {blame['key']}#{blame['call']}{where}")
 
 
 def with_token_logits(policy: Any, logits: Sequence[str]) -> Any:
@@ -318,26 +351,46 @@ class _progress:
 
 
 def _print_table(console: Any, summary: dict[str, Any]) -> None:
+    from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"conformance: {summary['verdict']} — {summary['candidate']}")
-    for column in ("case", "mode", "pass", "fail", "xfail", "not covered", "interface", "first divergence"):
-        table.add_column(column)
+    from .provenance import difference_line
+
+    candidate = Text(f"candidate: {summary['candidate']}")
+    table = Table(title=f"conformance verdict: {summary['verdict']}", title_justify="left")
+    for column in ("case", "mode", "pass", "fail", "error", "xfail", "not covered", "interface"):
+        table.add_column(column, overflow="fold")
+    # a module path is what the reader greps for: folded on a terminal, never cut (see below for logs)
+    table.add_column("first divergence", overflow="fold")
     for case in summary["cases"]:
         for mode in case["modes"]:
-            counts = {s: 0 for s in ("pass", "fail", "xfail", "not_covered", "interface_mismatch", "error", "skipped",
-                                     "xpass")}  # fmt: skip
+            counts = {s: 0 for s in STATUSES}
             for tensor in case["tensors"]:
                 if tensor["mode"] == mode and tensor["role"].startswith("outputs"):
                     counts[tensor["status"]] += 1
             blame = case["blame"].get(mode)
             where = f"{blame['key']}#{blame['call']}" if blame else ""
+            if not where and case.get("error") and case["error"].get("stage") in (mode, "load", "prepare"):
+                where = f"crashed: {case['error'].get('type')}"
+            failing = counts["fail"] or counts["error"] or case.get("error")
             unjudged = counts["not_covered"] or counts["interface_mismatch"]
-            style = "red" if counts["fail"] or counts["error"] else ("yellow" if unjudged else "green")
-            table.add_row(case["case"], mode, str(counts["pass"] + counts["xpass"]), str(counts["fail"] + counts["error"]),
-                          str(counts["xfail"]), str(counts["not_covered"]), str(counts["interface_mismatch"]), where,
-                          style=style)  # fmt: skip
+            style = "red" if failing else ("yellow" if unjudged else "green")
+            table.add_row(case["case"], mode, str(counts["pass"] + counts["xpass"]), str(counts["fail"]),
+                          str(counts["error"]), str(counts["xfail"]),
+                          str(counts["not_covered"]), str(counts["interface_mismatch"]), where, style=style)  # fmt: skip
+    if not console.is_terminal:  # a CI log: as wide as the table and the lines below need, nothing folded or cut
+        needed = Measurement.get(console, console.options.update_width(4000), table).maximum
+        console.width = max(console.width, needed, len(candidate))
+    console.print(candidate)
     console.print(table)
     c = summary["counts"]
-    console.print(f"{summary['verdict']}: {c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['xfail']} xfail, "
-                  f"{c['not_covered']} not covered, {c.get('interface_mismatch', 0)} interface mismatch, {c['skipped']} skipped — exit {summary['exit_code']}")  # fmt: skip
+    console.print(Text(f"{summary['verdict']}: {c['pass']} pass, {c['fail']} fail, {c['error']} error, {c['xfail']} "
+                       f"xfail, {c['not_covered']} not covered, {c.get('interface_mismatch', 0)} interface mismatch, "
+                       f"{c['skipped']} skipped — exit {summary['exit_code']}"))  # fmt: skip
+    provenance = summary.get("candidate_provenance") or {}
+    package = provenance.get("package") or {}
+    if package.get("location"):
+        console.print(Text(f"candidate {package.get('import')} from {package['location']}"))
+    for difference in summary.get("provenance_differences") or []:
+        console.print(Text(f"provenance differs from the golden: {difference_line(difference)}", style="yellow"))

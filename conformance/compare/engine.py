@@ -598,7 +598,8 @@ def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOp
         raise
     except NotCovered as exc:
         result.notes.append(f"chained run not covered: {exc}")
-    except Exception as exc:
+    except Exception as exc:  # the candidate crashed mid-case: what it produced before stays judged
+        result.error = case_error("chained", exc)
         result.notes.append(
             f"chained run stopped: the candidate raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         )

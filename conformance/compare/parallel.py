@@ -32,15 +32,15 @@ class Job:
     repeat: int = 1
 
 
-def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any]]:
+def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any], str, dict[str, Any]]:
     from ..store import GoldenStore
     from ..subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
     from . import engine
-    from .cli import make_candidate, with_token_logits
+    from .cli import load_candidate, with_token_logits
     from .policy import load_policy
 
     policy = with_token_logits(load_policy(job.policy), TOKEN_LOGITS)
-    candidate = make_candidate(job.candidate, Path(job.checkpoint) if job.checkpoint else None,
+    candidate = load_candidate(job.candidate, Path(job.checkpoint) if job.checkpoint else None,
                                Path(job.mapping) if job.mapping else None)  # fmt: skip
     with GoldenStore(job.goldens) as store:
         reference = GoldenStore(job.reference) if job.reference else None
@@ -52,7 +52,22 @@ def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any]]:
         finally:
             if reference is not None:
                 reference.close()
-    return run.cases, run.artifacts
+    return run.cases, run.artifacts, run.candidate, run.candidate_provenance
+
+
+def merge_provenance(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workers' provenance of one candidate: the first one's, with every file any worker read (a dump's
+    files differ from worker to worker: each reads its own cases')."""
+    merged = dict(parts[0]) if parts else {}
+    files = {info["path"]: info for part in parts for info in part.get("files", []) if isinstance(info, dict)}
+    if files:
+        merged["files"] = [files[path] for path in sorted(files)]
+    for part in parts[1:]:
+        for name, value in (part.get("metadata") or {}).items():
+            merged.setdefault("metadata", {}).setdefault(name, value)
+        for name, value in (part.get("compared_with_golden") or {}).items():
+            merged.setdefault("compared_with_golden", {}).setdefault(name, value)
+    return merged
 
 
 def check_parallel(job: Job, cases: list[str], jobs: int, template: RunResult) -> RunResult:
@@ -66,10 +81,13 @@ def check_parallel(job: Job, cases: list[str], jobs: int, template: RunResult) -
         futures = [pool.submit(_work, job, batch) for batch in batches]
         results = [future.result() for future in futures]
     by_name: dict[str, Any] = {}
-    for case_results, artifacts in results:
+    for case_results, artifacts, _, _ in results:
         for case in case_results:
             by_name[case.case] = case
         template.artifacts.update(artifacts)
     template.cases = [by_name[name] for name in cases]
+    # what the candidate is, as the workers found it once loaded (the parent never loads it)
+    template.candidate = results[0][2]
+    template.candidate_provenance = merge_provenance([provenance for *_, provenance in results])
     template.seconds = time.time() - started
     return template

@@ -39,6 +39,7 @@ as expected to fail.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -237,11 +238,18 @@ class Policy:
 # -- loading and validation ---------------------------------------------------------------------------------
 
 
-def _number(value: Any, where: str, path: str, *, positive: bool = True) -> float:
+def _number(value: Any, where: str, path: str, *, positive: bool = True, above_zero: bool = False) -> float:
+    """A finite number: TOML's nan and inf would switch a check off without a word (every comparison with
+    NaN is false, nothing exceeds inf), so they are rejected like any other malformed value."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PolicyError(f"{where} must be a number, not {value!r}", path=path)
+    if not math.isfinite(value):
+        raise PolicyError(f"{where} is {value}: thresholds must be finite numbers (nan or inf would make the "
+                          "check pass everything)", path=path)  # fmt: skip
     if positive and value < 0:
         raise PolicyError(f"{where} is negative ({value}): tolerances must be >= 0", path=path)
+    if above_zero and value <= 0:
+        raise PolicyError(f"{where} is {value}: it must be above 0", path=path)
     return float(value)
 
 
@@ -273,8 +281,9 @@ def _thresholds(table: dict[str, Any], where: str, path: str) -> dict[str, float
             value = _number(table[name], f"{where}.{name}", path)
             if name == "cosine" and value > 1:
                 raise PolicyError(f"{where}.cosine must be at most 1", path=path)
-            if name == "frac_outside" and value > 1:
-                raise PolicyError(f"{where}.frac_outside must be at most 1", path=path)
+            if name == "frac_outside" and value >= 1:
+                raise PolicyError(f"{where}.frac_outside is {value}: it must be below 1 (with 1 every element may lie "
+                                  "outside atol/rtol, a check that cannot fail)", path=path)  # fmt: skip
             out[name] = value
     return out
 
@@ -298,21 +307,27 @@ def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
     enabled = cal.get("enabled", True)
     if not isinstance(enabled, bool):
         raise PolicyError("calibration.enabled must be true or false", path=path)
-    calibration = Calibration(enabled, _number(cal.get("k", Calibration().k), "calibration.k", path), metrics,
+    calibration_k = _number(cal.get("k", Calibration().k), "calibration.k", path, above_zero=True)
+    calibration = Calibration(enabled, calibration_k, metrics,
                               _number(cal.get("floor_eps", Calibration().floor_eps), "calibration.floor_eps", path),
                               floor)  # fmt: skip
     tok = _check_keys(data.get("tokens", {}), _TOKEN_KEYS, "[tokens]", path)
     logits = tok.get("logits", [])
     if isinstance(logits, str) or not isinstance(logits, list):
         raise PolicyError("tokens.logits must be a list of globs", path=path)
+    allow_ties = tok.get("allow_ties", True)
+    if not isinstance(allow_ties, bool):
+        raise PolicyError("tokens.allow_ties must be true or false", path=path)
     tokens = TokenPolicy(_number(tok.get("near_tie_margin", 1e-4), "tokens.near_tie_margin", path),
-                         tuple(_glob(g, "tokens.logits", path) for g in logits),
-                         bool(tok.get("allow_ties", True)))  # fmt: skip
+                         tuple(_glob(g, "tokens.logits", path) for g in logits), allow_ties)  # fmt: skip
     masks = _check_keys(data.get("masks", {}), _MASK_KEYS, "[masks]", path)
     mask_roles = masks.get("roles", list(Policy().mask_roles))
     if isinstance(mask_roles, str) or not isinstance(mask_roles, list):
         raise PolicyError("masks.roles must be a list of globs", path=path)
     mask_threshold = _number(masks.get("threshold", Policy().mask_threshold), "masks.threshold", path, positive=False)
+    if mask_threshold >= 0:  # allowed positions hold 0: a threshold at or above it would call every position masked
+        raise PolicyError(f"masks.threshold is {mask_threshold}: it must be below 0 (additive masks hold 0 where "
+                          "attention is allowed)", path=path)  # fmt: skip
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         raise PolicyError("rule must be an array of tables ([[rule]])", path=path)
@@ -347,7 +362,7 @@ def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
             thresholds.setdefault("rtol", 0.0)
         if not thresholds and calibrated is None and xfail is None and "k" not in raw:
             raise PolicyError(f"{where} sets no threshold, calibration or xfail", path=path)
-        k = _number(raw["k"], f"{where}.k", path) if "k" in raw else None
+        k = _number(raw["k"], f"{where}.k", path, above_zero=True) if "k" in raw else None
         rules.append(Rule(index, globs, role, dtype, mode, thresholds, calibrated, k, rule_floor, xfail))
     return Policy(path, defaults, calibration, tokens, tuple(rules),
                   tuple(_glob(g, "masks.roles", path) for g in mask_roles), mask_threshold)  # fmt: skip

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .provenance import provenance_differences
+
 PASS, FAIL, XFAIL, XPASS, NOT_COVERED, ERROR, SKIPPED = (
     "pass",
     "fail",
@@ -179,6 +181,8 @@ class CaseResult:
     seconds: dict[str, float] = field(default_factory=dict)
     description: str = ""
     error: CaseError | None = None
+    # candidate tensors that match no golden tensor (a dump's names no rule maps): {"name", "reason"}
+    unmatched: list[dict[str, str]] = field(default_factory=list)
 
     def outputs(self, mode: str | None = None) -> list[TensorResult]:
         return [t for t in self.tensors if not t.is_input and (mode is None or t.mode == mode)]
@@ -203,7 +207,7 @@ class CaseResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "case": self.case,
-            "error": self.error.to_json() if self.error else None,
+            "error": {**self.error.to_json(), "line": self.error.line} if self.error else None,
             "family": self.family,
             "dtype": self.dtype,
             "description": self.description,
@@ -215,6 +219,7 @@ class CaseResult:
             "tokens": [t.to_json() for t in self.tokens],
             "growth": [g.to_json() for g in self.growth],
             "notes": self.notes,
+            "unmatched": self.unmatched,
             "seconds": self.seconds,
             "tensors": [t.to_json() for t in self.tensors],
         }
@@ -264,6 +269,12 @@ class RunResult:
         return EXIT_OK if verdict in (PASS, PARTIAL) else EXIT_DIVERGED
 
     @property
+    def provenance_differences(self) -> list[dict[str, Any]]:
+        """Where the candidate is not what the golden was recorded with (another official version, fork,
+        transformers or torch): each {"field", "golden", "candidate"}."""
+        return provenance_differences(self.golden_provenance, self.candidate_provenance)
+
+    @property
     def error_line(self) -> str | None:
         """One line saying why the run is an error (the candidate crashed), or None."""
         crashed = [case for case in self.cases if case.error is not None]
@@ -287,6 +298,7 @@ class RunResult:
             "error": self.error_line,
             "candidate": self.candidate,
             "candidate_provenance": _clean(self.candidate_provenance),
+            "provenance_differences": self.provenance_differences,
             "notes": self.notes,
             "goldens": self.goldens,
             "modes": self.modes,

@@ -11,15 +11,17 @@ checked at open time: its shape after the rule's transforms must be the golden's
 (float or discrete) too, otherwise the dump is malformed (exit 2, one line). The check replays the
 golden calls in execution order through the engine's sink, with the dump's tensors standing for the
 candidate's, so every golden tensor the dump lacks is reported as not covered and every dump tensor that
-matched nothing is listed in the case's notes. Blame uses the golden producers of each input (blame.py)
-and points at the module's replay bundle: under the export folder named by the map's `export_dir` or the
-CONFORMANCE_EXPORT_DIR environment variable, else as a path inside any export folder.
+matched nothing is listed in the case's `unmatched` list; a dump of a case none of whose tensors matches
+a golden one is bad input (wrong case or missing map), not a port that covers nothing. Blame uses the
+golden producers of each input (blame.py) and points at the module's replay bundle: under the export
+folder named by the map's `export_dir` or the CONFORMANCE_EXPORT_DIR environment variable, else as a path
+inside any export folder. The candidate's provenance is what the dump files' metadata say (safetensors
+`__metadata__`, HDF5 root attributes) and the sha256 of every file the check read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +35,14 @@ from ..errors import DumpError, MappingError, UsageError
 from ..store.reader import Case, GoldenStore
 from ..store.schema import LeafRecord, split_name
 from .blame import dump_blame
-from .export import bundle_relpath
+from .export import replay_bundle_path
 from .formats import TENSOR_SUFFIXES, TensorEntry, TensorFile, is_float, open_tensor_file, tensor_files
 from .mapping import Mapping, ShapeError, Transform, load_mapping
+
+# Dump metadata keys that state what produced the dump, as the golden provenance fields they compare with.
+STATED_FIELDS = {"official_package": "official_package", "official_version": "official_version",
+                 "transformers": "transformers", "transformers_version": "transformers",
+                 "torch": "torch", "torch_version": "torch"}  # fmt: skip
 
 
 @dataclass
@@ -108,6 +115,7 @@ class DumpCandidate(Candidate):
         self.export_dir = export_dir or self.map.export_dir or (Path(env) if env else None)
         self.bound_case: str | None = None
         self.plan: Plan | None = None
+        self.files_read: dict[str, dict[str, Any]] = {}  # path -> format, bytes, sha256, metadata
 
     @property
     def description(self) -> str:
@@ -177,11 +185,55 @@ class DumpCandidate(Candidate):
                                          f"in the map or the dump's metadata", path=self.path)  # fmt: skip
                     self.bound_case = case.name
             self.plan = self._resolve(case, Plan(case.name, where, files))
+            self._matches_something(self.plan)
+            for handle in files:
+                self._note_file(handle)
         except BaseException:
             for handle in files:
                 handle.close()
             self.plan = None
             raise
+
+    def _matches_something(self, plan: Plan) -> None:
+        """A dump none of whose tensors reaches a golden tensor of its case is not a port that covers nothing:
+        it is the wrong case, or its names need a map. Bad input, even with --allow-partial."""
+        if plan.values:
+            return
+        found = [f"{plan.tensors} tensor(s)"]
+        if plan.unmatched:
+            name, why = plan.unmatched[0]
+            found.append(f"{len(plan.unmatched)} matched nothing (first: {name}: {why})")
+        if plan.ignored:
+            found.append(f"{len(plan.ignored)} ignored by the map")
+        raise DumpError(f"the dump matches no golden tensor of case {plan.case}: wrong case or missing map? "
+                        f"({'; '.join(found)})", path=plan.where)  # fmt: skip
+
+    def _note_file(self, handle: TensorFile) -> None:
+        key = str(handle.path)
+        if key in self.files_read:
+            return
+        digest = hashlib.sha256()
+        with open(handle.path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        self.files_read[key] = {"path": key, "format": handle.format, "bytes": handle.path.stat().st_size,
+                                "sha256": digest.hexdigest(), "metadata": dict(handle.metadata)}  # fmt: skip
+
+    def provenance(self) -> dict[str, Any]:
+        """What the dump says it is (its files' metadata), and the hash of every file the check read."""
+        stated: dict[str, str] = {}
+        merged: dict[str, str] = {}
+        for info in self.files_read.values():
+            for name, value in info["metadata"].items():
+                merged.setdefault(name, value)
+                if name in STATED_FIELDS:
+                    stated.setdefault(STATED_FIELDS[name], value)
+        out: dict[str, Any] = {"kind": self.name, "label": self.description, "path": str(self.path),
+                               "map": str(self.map.path) if self.map.path else None, "metadata": merged,
+                               "files": list(self.files_read.values())}  # fmt: skip
+        if stated:
+            out["compared_with_golden"] = stated
+        return out
 
     def _resolve(self, case: Case, plan: Plan) -> Plan:
         entries: dict[str, TensorEntry] = {}
@@ -287,9 +339,9 @@ class DumpCandidate(Candidate):
         if mode != "chained" or plan is None or plan.case != case.name:
             return
         notes = [f"dump {plan.where}: {len(plan.files)} file(s), {plan.tensors} tensor(s); {len(plan.values)} golden "
-                 f"tensor(s) mapped, {len(plan.ignored)} ignored, {len(plan.unmatched)} matched nothing"]  # fmt: skip
-        for name, why in plan.unmatched:
-            notes.append(f"dump tensor {name} matched no golden tensor: {why}")
+                 f"tensor(s) mapped, {len(plan.ignored)} ignored, {len(plan.unmatched)} matched nothing"
+                 + (" (listed as unmatched)" if plan.unmatched else "")]  # fmt: skip
+        result.unmatched = [{"name": name, "reason": why} for name, why in plan.unmatched]
         by_rule: dict[tuple[str, str], list[str]] = {}
         for name, rule, reason in plan.ignored:
             by_rule.setdefault((rule, reason), []).append(name)
@@ -314,12 +366,7 @@ class DumpCandidate(Candidate):
 
     def replay_bundle(self, case: str, key: str, call: int) -> str:
         """Where `conformance export` puts (or put) the replay bundle of one module call."""
-        fmt = "safetensors"
-        if self.export_dir is not None:
-            with contextlib.suppress(OSError, ValueError):  # not exported yet: the default format
-                fmt = json.loads((self.export_dir / "manifest.json").read_text()).get("format", fmt)
-            return str(self.export_dir / bundle_relpath(case, key, call, fmt))
-        return str(bundle_relpath(case, key, call, fmt))
+        return replay_bundle_path(case, key, call, self.export_dir)
 
     def release(self) -> None:
         if self.plan is not None:

@@ -15,6 +15,7 @@ In a key, ':' (a method: `speech_tokenizer:decode`) becomes '@' in bundle file n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,6 +53,17 @@ def bundle_filename(key: str, call: int, fmt: str = "safetensors") -> str:
 
 def bundle_relpath(case: str, key: str, call: int, fmt: str = "safetensors") -> Path:
     return Path(case) / "replay" / bundle_filename(key, call, fmt)
+
+
+def replay_bundle_path(case: str, key: str, call: int, export_dir: Path | None = None) -> str:
+    """Where `conformance export` puts (or put) the replay bundle of one module call: under `export_dir` in
+    the format it was exported in, or without one a path relative to any export folder."""
+    fmt = "safetensors"
+    if export_dir is not None:
+        with contextlib.suppress(OSError, ValueError):  # not exported yet: the default format
+            fmt = json.loads((export_dir / "manifest.json").read_text()).get("format", fmt)
+        return str(export_dir / bundle_relpath(case, key, call, fmt))
+    return str(bundle_relpath(case, key, call, fmt))
 
 
 # -- layouts ------------------------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..compare.provenance import difference_line
 from . import figures
 from .audio import MAX_PLAYER_SECONDS, compare_audio, wav_data_uri
-from .writers import module_rows
+from .writers import flat_items, module_rows
 
 FAILING = ("fail", "error")
 STATUS_ORDER = ("pass", "xpass", "skipped", "xfail", "not_covered", "interface_mismatch", "fail", "error")
@@ -539,6 +540,7 @@ def case_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> di
         "description": case.get("description", ""), "verdict": case["verdict"], "counts": case["counts"],
         "modes": case["modes"], "seconds": case.get("seconds", {}), "notes": case.get("notes", []),
         "blame": {m: b for m, b in case["blame"].items() if b},
+        "error": case.get("error"), "unmatched": case.get("unmatched") or [],
         "worst_margin": fmt(max([m for m in margins if m is not None and not math.isnan(m)], default=0.0)),
         "drift": figures.drift_chart(points, stages(points), blames, title) if _measured(points) else None,
         "divergence": divergence_panels(case, ctx),
@@ -675,6 +677,25 @@ def header_view(summary: dict[str, Any]) -> dict[str, Any]:
         "calibration": policy.get("calibration") or {}, "rules": policy.get("rules") or [],
         "defaults": policy.get("defaults") or {},
         "allow_partial": summary.get("allow_partial", False),
+        "error": summary.get("error"),
+        **candidate_view(summary),
+    }  # fmt: skip
+
+
+def candidate_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the candidate is, beside the golden's provenance: the fields both state (and the ones that differ,
+    called out), the rest of its provenance, and the files it was read from (dumps)."""
+    provenance = summary.get("candidate_provenance") or {}
+    golden = summary.get("golden_provenance") or {}
+    compared = provenance.get("compared_with_golden") or {}
+    differing = {d["field"] for d in summary.get("provenance_differences") or []}
+    skip = ("label", "files", "compared_with_golden")
+    return {
+        "differences": [difference_line(d) for d in summary.get("provenance_differences") or []],
+        "comparison": [{"field": k, "candidate": v, "golden": golden.get(k, "—"), "differs": k in differing}
+                       for k, v in compared.items()],
+        "candidate_provenance": [(k, v) for k, v in flat_items({k: v for k, v in provenance.items() if k not in skip})],
+        "candidate_files": provenance.get("files") or [],
     }  # fmt: skip
 
 

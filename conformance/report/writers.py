@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..compare.results import ERROR, FAIL, INTERFACE, NOT_COVERED, PASS, SKIPPED, XFAIL, XPASS, RunResult
+from ..compare.provenance import difference_line
+from ..compare.results import ERROR, FAIL, INTERFACE, NOT_COVERED, PASS, SKIPPED, UNJUDGED, XFAIL, XPASS, RunResult
 
 _RANK = {ERROR: 7, FAIL: 6, INTERFACE: 5, NOT_COVERED: 4, XFAIL: 3, XPASS: 2, SKIPPED: 1, PASS: 0}
 
@@ -47,20 +48,58 @@ def module_rows(case: dict[str, Any], mode: str) -> list[dict[str, Any]]:
         rel = (tensor.get("metrics") or {}).get("rel_l2")
         if isinstance(rel, (int, float)):
             row["rel_l2"] = max(row["rel_l2"], rel)
-        if tensor["status"] in (FAIL, ERROR, XFAIL, NOT_COVERED, INTERFACE) and tensor.get("message"):
+        if tensor["status"] in (FAIL, ERROR, XFAIL, *UNJUDGED) and tensor.get("message"):
             row["messages"].append(f"{tensor['key']}#{tensor['call']}/{tensor['role']}: {tensor['message']}")
         row["seq_end"] = min(row["seq_end"], tensor["seq_end"])
     return sorted(rows.values(), key=lambda r: r["seq_end"])
 
 
+def provenance_properties(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, value) pairs saying what ran against what: the candidate's provenance, the golden's, and every
+    difference between them (JUnit <properties>)."""
+    props = [("candidate", str(summary.get("candidate", "")))]
+    props += [(f"candidate.{name}", value) for name, value in flat_items(summary.get("candidate_provenance") or {})
+              if name != "label"]  # fmt: skip
+    golden = {k: v for k, v in (summary.get("golden_provenance") or {}).items() if k not in ("config", "software")}
+    props += [(f"golden.{name}", value) for name, value in flat_items(golden)]
+    props += [
+        (f"provenance_difference.{d['field']}", difference_line(d)) for d in summary.get("provenance_differences") or []
+    ]
+    return props
+
+
+def flat_items(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A nested provenance as (dotted name, text) pairs, None values left out."""
+    if isinstance(node, dict):
+        return [pair for k, v in node.items() for pair in flat_items(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(node, list):
+        return [pair for i, v in enumerate(node) for pair in flat_items(v, f"{prefix}.{i}")]
+    return [] if node is None else [(prefix, str(node))]
+
+
 def write_junit(summary: dict[str, Any], path: Path) -> None:
     suites = ET.Element("testsuites", name="conformance", tests="0", failures="0", errors="0", skipped="0")
     totals: dict[str, int] = defaultdict(int)
+    properties = provenance_properties(summary)
     for case in summary["cases"]:
+        error = case.get("error")
+        # a crash belongs to the mode it happened in; one while loading or preparing to the case's first mode
+        error_mode = (error.get("stage") if error and error.get("stage") in case["modes"] else
+                      case["modes"][0] if error and case["modes"] else None)  # fmt: skip
         for mode in case["modes"]:
             rows = module_rows(case, mode)
             suite = ET.SubElement(suites, "testsuite", name=f"{case['case']}.{mode}")
+            props = ET.SubElement(suite, "properties")
+            for name, value in properties:
+                ET.SubElement(props, "property", name=name, value=value)
             counts: dict[str, int] = defaultdict(int)
+            if mode == error_mode:
+                testcase = ET.SubElement(suite, "testcase", classname=f"{case['case']}.{mode}",
+                                         name="(the candidate crashed)")  # fmt: skip
+                ET.SubElement(testcase, "error", message=str(error.get("line") or error.get("message"))[:500],
+                              type=str(error.get("type", ""))).text = error.get("traceback") or ""  # fmt: skip
+                counts["tests"] += 1
+                counts["errors"] += 1
             for row in rows:
                 testcase = ET.SubElement(suite, "testcase", classname=f"{case['case']}.{mode}", name=row["key"])
                 counts["tests"] += 1
@@ -98,25 +137,74 @@ def write_junit(summary: dict[str, Any], path: Path) -> None:
     _atomic_write(path, ET.tostring(suites, encoding="unicode", xml_declaration=True))
 
 
+def _md(text: Any) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _blame_cell(blame: dict[str, Any] | None) -> str:
+    if not blame:
+        return "—"
+    where = f"`{blame['key']}#{blame['call']}`"
+    if blame.get("kind") == "input" and blame.get("inputs"):
+        where += f" (through input `{blame['inputs'][0]}`)"
+    return where
+
+
+def _provenance_lines(summary: dict[str, Any]) -> list[str]:
+    provenance = summary.get("candidate_provenance") or {}
+    golden = summary.get("golden_provenance") or {}
+    lines = []
+    package = provenance.get("package") or {}
+    if package.get("location"):
+        install = f", {package['install']}" if package.get("install") else ""
+        lines.append(f"Candidate package `{package.get('import')}` from `{package['location']}`{install}.")
+    compared = provenance.get("compared_with_golden") or {}
+    if compared:
+        lines += ["", "| | candidate | golden |", "|---|---|---|"]
+        lines += [f"| {field} | {_md(value)} | {_md(golden.get(field, '—'))} |" for field, value in compared.items()]
+    files = provenance.get("files") or []
+    if files:
+        lines += ["", "Dump files read (sha256):", ""]
+        lines += [f"- `{info['path']}`: `{info.get('sha256', '')}`" for info in files[:20]]
+        if len(files) > 20:
+            lines.append(f"- … and {len(files) - 20} more (all in summary.json)")
+    differences = summary.get("provenance_differences") or []
+    if differences:
+        lines += [
+            "",
+            f"> ⚠️ **The candidate is not what the golden was recorded with** ({len(differences)} difference(s)):",
+        ]
+        lines += [f"> - {difference_line(d)}" for d in differences]
+    return lines
+
+
 def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = "index.html") -> str:
     counts = summary["counts"]
-    icon = {"pass": "✅", "fail": "❌", "incomplete": "⚠️", "partial": "⚠️"}.get(summary["verdict"], "")
-    lines = [
-        f"## {icon} conformance: {summary['verdict']}",
-        "",
+    icon = {"pass": "✅", "fail": "❌", "error": "💥", "incomplete": "⚠️", "partial": "⚠️"}.get(summary["verdict"], "")
+    lines = [f"## {icon} conformance: {summary['verdict']} (exit {summary.get('exit_code')})", ""]
+    if summary.get("error"):
+        lines += [f"**Error:** {summary['error']}", ""]
+    lines += [
         f"Candidate **{summary['candidate']}** against `{summary['goldens']}` ({', '.join(summary['modes'])}).",
+        *_provenance_lines(summary),
         "",
-        "| pass | fail | xfail | not covered | interface mismatch | error | skipped |",
+        "| pass | fail | error | xfail | not covered | interface mismatch | skipped |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {counts['pass']} | {counts['fail']} | {counts['xfail']} | {counts['not_covered']} | {counts.get('interface_mismatch', 0)} | {counts['error']} | {counts['skipped']} |",
+        f"| {counts['pass']} | {counts['fail']} | {counts['error']} | {counts['xfail']} | {counts['not_covered']} "
+        f"| {counts.get(INTERFACE, 0)} | {counts['skipped']} |",
         "",
-        "| case | verdict | first divergence |",
-        "|---|---|---|",
+        "| case | verdict | first divergence (isolated) | first divergence (chained) |",
+        "|---|---|---|---|",
     ]  # fmt: skip
     for case in summary["cases"]:
-        blame = next((b for b in (case["blame"].get("chained"), case["blame"].get("isolated")) if b), None)
-        where = f"`{blame['key']}#{blame['call']}` ({blame['mode']})" if blame else "—"
-        lines.append(f"| {case['case']} | {case['verdict']} | {where} |")
+        blames = case["blame"]
+        lines.append(f"| {case['case']} | {case['verdict']} | {_blame_cell(blames.get('isolated'))} "
+                     f"| {_blame_cell(blames.get('chained'))} |")  # fmt: skip
+    crashed = [case for case in summary["cases"] if case.get("error")]
+    if crashed:
+        lines += ["", "Cases on which the candidate crashed (full tracebacks in summary.json):", ""]
+        lines += [f"- {case['case']}: {case['error'].get('line') or case['error'].get('message')}" for case in crashed]
     mismatches = _interface_mismatches(summary)
     if mismatches:
         lines += ["", "Interface mismatches (isolated replay could not call these modules with the golden's arguments; "
@@ -133,8 +221,21 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
     ]
     if bundles:
-        lines += ["", "Replay bundles of the blamed modules (one module's golden inputs, weights and outputs):", ""]
+        lines += ["", "Replay bundles of the blamed modules (one module's golden inputs, weights and outputs, as "
+                      "`conformance export` writes them):", ""]  # fmt: skip
         lines += sorted({f"- {name}: `{b['key']}#{b['call']}` → `{b['replay_bundle']}`" for name, b in bundles})
+    unmatched = [(case["case"], case["unmatched"]) for case in summary["cases"] if case.get("unmatched")]
+    if unmatched:
+        lines += [
+            "",
+            "Dump tensors that matched no golden tensor (all of them in summary.json and the HTML report):",
+            "",
+        ]
+        for name, items in unmatched:
+            first = items[0]
+            lines.append(f"- {name}: {len(items)}, first `{first['name']}`: {_md(first['reason'])}")
+    if summary.get("notes"):
+        lines += ["", *[f"> {note}" for note in summary["notes"]]]
     if html_name:
         lines += ["", f"Full report: [{html_name}]({html_name}) (self-contained HTML, attach it as a CI artifact)."]
     text = "\n".join(lines) + "\n"
@@ -150,6 +251,8 @@ def _interface_mismatches(summary: dict[str, Any]) -> list[tuple[str, str, str]]
             if tensor["status"] == INTERFACE:
                 found.setdefault((case["case"], tensor["key"]), tensor.get("message", ""))
     return [(name, key, message) for (name, key), message in found.items()]
+
+
 def _teacher_forced_lines(summary: dict[str, Any]) -> list[str]:
     """The teacher-forced headline: the candidate's whole model run for each generation step on the golden history
     (not only its logits heads on golden hidden states, which agree for a model wrong before its head)."""

@@ -36,3 +36,7 @@ def test_parallel_check_gives_the_serial_verdicts(golden_f32: Path, tmp_path: Pa
     assert [c["case"] for c in summaries[2]["cases"]] == CASES
     assert _verdicts(summaries[1]) == _verdicts(summaries[2])
     assert summaries[1]["counts"] == summaries[2]["counts"]
+    # what ran is what the workers loaded (the parent never loads the candidate): the same as a serial run's
+    assert summaries[2]["candidate"] == summaries[1]["candidate"]
+    assert summaries[2]["candidate"].startswith("official qwen-tts 0.1.1 (transformers ")
+    assert summaries[2]["candidate_provenance"] == summaries[1]["candidate_provenance"]

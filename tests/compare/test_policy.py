@@ -141,3 +141,47 @@ def test_the_official_candidate_without_torch_exits_2_with_one_line(tmp_path: Pa
     assert process.returncode == 2, process.stderr
     errors = [line for line in process.stderr.splitlines() if line.startswith("conformance: error")]
     assert len(errors) == 1 and "needs torch" in errors[0]
+
+
+# Values a TOML policy accepts that would switch a check off without a word: NaN compares false with
+# everything (nothing ever exceeds it), inf is never exceeded, k = 0 calibrates every threshold to its floor.
+VACUOUS = [
+    ("[[rule]]\nmodules = 'a'\nrel_l2 = nan\n", "rule 1.rel_l2"),
+    ("[[rule]]\nmodules = 'a'\nmax_abs = inf\n", "rule 1.max_abs"),
+    ("[[rule]]\nmodules = 'a'\natol = 1e-5\nfrac_outside = nan\n", "rule 1.frac_outside"),
+    ("[[rule]]\nmodules = 'a'\natol = 1e-5\nfrac_outside = 1\n", "rule 1.frac_outside"),
+    ("[[rule]]\nmodules = 'a'\ncosine = -2\n", "rule 1.cosine"),
+    ("[[rule]]\nmodules = 'a'\ncalibrated = true\nk = 0\n", "rule 1.k"),
+    ("[[rule]]\nmodules = 'a'\ncalibrated = true\nfloor = { max_abs = nan }\n", "rule 1.floor.max_abs"),
+    ("[defaults.float32]\nrtol = nan\natol = 1e-5\n", "defaults.float32.rtol"),
+    ("[calibration]\nk = inf\n", "calibration.k"),
+    ("[calibration]\nk = 0\n", "calibration.k"),
+    ("[calibration]\nk = -20\n", "calibration.k"),
+    ("[calibration]\nfloor_eps = nan\n", "calibration.floor_eps"),
+    ("[calibration]\nfloor_eps = inf\n", "calibration.floor_eps"),
+    ("[calibration.floor]\nrel_l2 = inf\n", "calibration.floor.rel_l2"),
+    ("[tokens]\nnear_tie_margin = inf\n", "tokens.near_tie_margin"),
+    ("[tokens]\nnear_tie_margin = nan\n", "tokens.near_tie_margin"),
+    ("[tokens]\nallow_ties = 'no'\n", "tokens.allow_ties"),
+    ("[masks]\nthreshold = nan\n", "masks.threshold"),
+    ("[masks]\nthreshold = 0\n", "masks.threshold"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), VACUOUS)
+def test_a_policy_that_would_pass_everything_exits_2_naming_the_file_and_key(
+    tmp_path: Path, golden_f32: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
+) -> None:
+    from conformance.cli import main
+
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "summary.json").write_text("{}")  # the previous run's reports stay as they were
+    code = main(["check", "--goldens", str(golden_f32), "--candidate", "impl", "--cases", "codec_decode_short",
+                 "--policy", str(path), "--reports", str(reports), "-q"])  # fmt: skip
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"conformance: error: {path}: {key}"), err[0]
+    assert (reports / "summary.json").read_text() == "{}"

@@ -121,17 +121,46 @@ def test_what_the_dump_lacks_and_what_matched_nothing_are_listed(cli, golden_f32
     lacking = {f"{t['key']}#{t['call']}/{t['role']}" for t in case["tensors"] if t["status"] == "not_covered"
                and t["role"].startswith("outputs")}  # fmt: skip
     assert lacking == set(dropped)
+    unmatched = {item["name"]: item["reason"] for item in case["unmatched"]}  # listed, not buried in notes
+    assert set(unmatched) == set(extra)
+    reasons = "\n".join(unmatched.values())
+    assert "no rule of the map takes it" in reasons and "only 1 call(s)" in reasons and "no module 'nope'" in reasons
+    assert "no tensor 'outputs/7'" in reasons and "not a tensor" in reasons
     notes = "\n".join(case["notes"])
-    for name in extra:
-        assert f"dump tensor {name} matched no golden tensor" in notes
-    assert "no rule of the map takes it" in notes and "only 1 call(s)" in notes and "no module 'nope'" in notes
-    assert "no tensor 'outputs/7'" in notes and "not a tensor" in notes
+    assert "5 matched nothing (listed as unmatched)" in notes and "junk" not in notes
     assert f"the dump lacks {len(dropped)} golden output tensor(s)" in notes
+    markdown = (tmp_path / "reports" / "summary.md").read_text()
+    assert f"- {CASE}: 5, first `" in markdown
+    from conformance.report.html import render_report
+
+    page = render_report(summary, tmp_path / "index.html").read_text()  # run() passes --no-html: rendered here
+    assert "5 candidate tensor(s) matched no golden tensor" in page
+    for name in extra:
+        assert f"<code>{name}</code>" in page
     outcome, summary = run(cli, golden_f32, dump, tmp_path, "--allow-partial")
     assert outcome.code == 0 and by_case(summary)[CASE]["counts"]["not_covered"] == len(dropped)
     # let through the gate, but never reported as a pass of the whole
     assert summary["verdict"] == "partial" and by_case(summary)[CASE]["verdict"] == "incomplete"
     assert "conformance: partial" in (tmp_path / "reports" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("allow_partial", [False, True])
+def test_a_dump_that_matches_no_golden_tensor_is_bad_input(cli, golden_f32: Path, tmp_path: Path, store: GoldenStore,
+                                                           allow_partial: bool) -> None:  # fmt: skip
+    """A foreign port's dump checked without its map: not a port that covers nothing (exit 1, "not covered"),
+    but a mistake to name (exit 2), even when --allow-partial would let a partial port through."""
+    dump = write_safetensors(tmp_path / "dump.safetensors", foreign_dump(store, CASE))
+    extra = ("--allow-partial",) if allow_partial else ()
+    outcome, summary = run(cli, golden_f32, dump, tmp_path, *extra)
+    assert outcome.code == 2 and len(outcome.error_lines) == 1, outcome.err
+    line = outcome.error_lines[0]
+    assert line.startswith(f"conformance: error: {dump}: the dump matches no golden tensor of case {CASE}: wrong "
+                           "case or missing map?"), line  # fmt: skip
+    assert "matched nothing (first: p/" in line and not summary
+    # everything ignored by the map is the same mistake
+    outcome, _ = run(cli, golden_f32, dump, tmp_path, *extra, mapping="[[ignore]]\nmatch = '.*'\nreason = 'all'\n")
+    assert outcome.code == 2 and "matches no golden tensor" in outcome.error_lines[0]
+    assert "ignored by the map" in outcome.error_lines[0]
 
 
 def test_isolated_mode_is_not_covered_by_a_dump(cli, golden_f32: Path, tmp_path: Path, store: GoldenStore) -> None:
@@ -223,3 +252,41 @@ def test_a_module_whose_input_producer_fails_is_not_blamed(store: GoldenStore) -
     result = _result(CASE, {ln: FAIL}, store)
     blame = dump_blame(store.case(CASE), result)
     assert blame is not None and blame.key == ln.split("#")[0] and blame.inputs == [proj]
+
+
+def test_a_dump_is_described_by_its_metadata_and_file_hashes(cli, golden_f32: Path, tmp_path: Path,
+                                                             store: GoldenStore) -> None:  # fmt: skip
+    """What a dump says about itself (safetensors __metadata__, HDF5 root attributes) and the sha256 of every file
+    the check read; a declared official version other than the golden's is called out."""
+    import hashlib
+    import xml.etree.ElementTree as ET
+
+    outputs = golden_outputs(store, CASE)
+    names = sorted(outputs)
+    folder = tmp_path / "dump"
+    write_safetensors(folder / "a.safetensors", {n: outputs[n] for n in names[::2]},
+                      metadata={"case": CASE, "producer": "candle-port 0.4.1", "official_version": "0.1.2"})  # fmt: skip
+    with h5py.File(folder / "b.h5", "w") as handle:
+        handle.attrs["producer"] = "candle-port 0.4.1 (decoder half)"
+        handle.attrs["transformers_version"] = "4.57.3"
+        for name in names[1::2]:
+            handle[name] = outputs[name]
+    outcome, summary = run(cli, golden_f32, folder, tmp_path)
+    assert outcome.code == 0, outcome.err
+    provenance = summary["candidate_provenance"]
+    assert provenance["kind"] == "dump" and provenance["path"] == str(folder)
+    assert provenance["metadata"] == {"case": CASE, "producer": "candle-port 0.4.1", "official_version": "0.1.2",
+                                      "transformers_version": "4.57.3"}  # fmt: skip
+    files = {Path(info["path"]).name: info for info in provenance["files"]}
+    assert set(files) == {"a.safetensors", "b.h5"} and files["b.h5"]["format"] == "hdf5"
+    for name, info in files.items():
+        assert info["sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        assert info["bytes"] == (folder / name).stat().st_size
+    # the dump states an official version other than the recording's (and the same transformers)
+    assert summary["provenance_differences"] == [{"field": "official_version", "golden": "0.1.1", "candidate": "0.1.2"}]
+    markdown = (tmp_path / "reports" / "summary.md").read_text()
+    assert f"`{files['a.safetensors']['sha256']}`" in markdown
+    assert "> - official_version: the golden was recorded with 0.1.1, the candidate ran 0.1.2" in markdown
+    properties = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "reports" / "junit.xml").iter("property")}
+    assert properties["candidate.metadata.producer"] == "candle-port 0.4.1"
+    assert properties["candidate.files.1.sha256"] == files["b.h5"]["sha256"]

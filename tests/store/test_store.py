@@ -213,6 +213,47 @@ def test_a_flipped_byte_is_caught_and_names_the_tensor(tmp_path: Path, name: str
     assert str(path) in message and name in message and "\n" not in message
 
 
+def _inspect(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, list[str], list[str]]:
+    from conformance.cli import main
+
+    capsys.readouterr()
+    code = main(["inspect", *[str(a) for a in args]])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), [line for line in captured.err.splitlines() if line.strip()]
+
+
+def test_inspect_verify_reads_every_tensor_of_the_committed_golden(golden_f32: Path, capsys) -> None:
+    code, out, err = _inspect(capsys, golden_f32, "--verify")
+    assert code == 0 and not err
+    assert len(out) == 1 and out[0].startswith(f"OK: {golden_f32}: ") and "13 case(s)" in out[0]
+    tensors = int(out[0].split(": ")[2].split()[0])
+    with GoldenStore(golden_f32) as store:  # every stored tensor once, however many calls share it
+        stored = {(c.name, leaf.location, leaf.row) for c in store for leaf in c.leaves() if leaf.is_tensor}
+    assert tensors == len(stored)
+
+
+@pytest.mark.parametrize("name", ["m.layer#1/args/0", "m.head#0/outputs/big", "m.head#0/outputs/f64"])
+def test_inspect_verify_exits_2_naming_the_first_corrupted_tensor(tmp_path: Path, capsys, name: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import conformance.cli
+
+    path = tmp_path / "g.h5"
+    write_sample(path)
+    code, out, _ = _inspect(capsys, path, "--verify")
+    assert code == 0 and out[0].startswith(f"OK: {path}")
+    key, rest = name.split("#")
+    call, role = rest.split("/", 1)
+    with GoldenStore(path) as store:
+        leaf = store.case("case_a").leaf(key, int(call), role)
+    _flip_byte(path, "case_a", leaf.location, leaf.row)
+    monkeypatch.setattr(conformance.cli, "VERIFY_PROGRESS_BYTES", 0)  # the progress bar of a big store, too
+    code, out, err = _inspect(capsys, path, "--verify")
+    assert code == 2 and not out and len(err) == 1, err
+    assert err[0].startswith(f"conformance: error: {path}: case_a:{name}: checksum mismatch"), err[0]
+    code, _, _ = _inspect(capsys, path)  # without --verify: the summary, read from the metadata alone
+    assert code == 0
+
+
 def test_non_hdf5_and_truncated_files_give_one_line_errors(tmp_path: Path) -> None:
     good = tmp_path / "g.h5"
     write_sample(good)

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from ...compare.candidate import Candidate, NotCovered, Sink, check_call
+from ...compare.provenance import imported_versions, package_label, package_provenance
 from ...errors import StoreError
 from ...store.reader import Case, GoldenStore
 from ...store.schema import CallRecord
 
 CODEC_PREFIX = "speech_tokenizer"
+IMPL_PACKAGE = "impl.qwen3_tts"
 _NP_DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
 
 
@@ -55,7 +57,13 @@ class ImplCandidate(Candidate):
 
     @property
     def description(self) -> str:
-        return f"impl (NumPy, {self.dtype or 'golden dtype'})"
+        package = package_provenance(IMPL_PACKAGE)
+        return f"impl ({package_label(package)}, NumPy {np.__version__}, {self.dtype or 'golden dtype'})"
+
+    def provenance(self) -> dict[str, Any]:
+        return {"kind": self.name, "label": self.description, "package": package_provenance(IMPL_PACKAGE),
+                "conformance": __import__("conformance").__version__, "libraries": imported_versions(("numpy",)),
+                "dtype": self.dtype or self.forced_dtype}  # fmt: skip
 
     # -- loading --------------------------------------------------------------------------------------
     def prepare(self, store: GoldenStore, case: Case) -> None:

@@ -19,10 +19,13 @@ from typing import Any
 import numpy as np
 
 from ...compare.candidate import Candidate, NotCovered, Sink, check_call
+from ...compare.provenance import canonical_name, imported_versions, package_label, package_provenance
 from ...errors import UsageError
 from ...store.reader import Case, GoldenStore, ObjectValue
 from ...store.schema import CallRecord
 from .impl_binding import checkpoint_folder
+
+OFFICIAL_IMPORT = "qwen_tts"  # what `--candidate official` imports: whichever distribution provides it here
 
 
 def parse_spec(spec: str) -> dict[str, Any]:
@@ -62,15 +65,42 @@ class OfficialCandidate(Candidate):
         self._models: dict[str, Any] = {}
         self.roots: dict[str, Any] = {}
         self.models: Any = None
+        self.recorded: tuple[str, str] | None = None  # (official_package, official_version) of the golden
 
     @property
     def description(self) -> str:
-        text = f"official qwen-tts ({self.dtype})"
+        """What ran: the distribution that provided `qwen_tts`, called official only when it is the one the
+        golden was recorded with, and the libraries it ran with."""
+        package = package_provenance(OFFICIAL_IMPORT)
+        what = package_label(package)
+        if self.recorded is not None:
+            name, version = self.recorded
+            same = package.get("distribution") and canonical_name(str(package["distribution"])) == canonical_name(
+                name) and package.get("version") == version  # fmt: skip
+            what = f"official {what}" if same else f"{what}, not the recorded {name} {version}"
+        libraries = [f"{lib} {v}" for lib, v in imported_versions(("transformers", "torch")).items() if v]
+        text = f"{what} ({', '.join([*libraries, self.dtype])})"
         if self.perturb:
             text += f", {self.perturb} scaled by 1{self.scale:+g}"
         return text
 
+    def provenance(self) -> dict[str, Any]:
+        package = package_provenance(OFFICIAL_IMPORT)
+        libraries = imported_versions(("transformers", "torch", "numpy"))
+        stated_package = package.get("distribution") or f"{package_label(package)} (no installed distribution)"
+        out: dict[str, Any] = {
+            "kind": self.name, "label": self.description, "package": package, "libraries": libraries,
+            "dtype": self.dtype, "attn_implementation": self.attn,
+            "compared_with_golden": {"official_package": stated_package, "official_version": package.get("version"),
+                                     "transformers": libraries["transformers"], "torch": libraries["torch"]},
+        }  # fmt: skip
+        if self.perturb:
+            out["perturbation"] = {"parameter": self.perturb, "scale": self.scale}
+        return out
+
     def prepare(self, store: GoldenStore, case: Case) -> None:
+        if case.provenance.get("official_package"):  # first: the label needs it even when loading fails
+            self.recorded = (str(case.provenance["official_package"]), str(case.provenance.get("official_version")))
         import torch
 
         from .cases import CASES_BY_NAME
