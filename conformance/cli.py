@@ -40,8 +40,10 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description=(
             "Load the official Qwen3-TTS (PyPI qwen-tts) through its own from_pretrained path, hook every "
             "module, run the cases and stream their args, kwargs and outputs into a golden store. Without "
-            "--checkpoint, seeded random checkpoints of the chosen size are built (and cached). The output "
-            "file is replaced only when the recording completes."
+            "--checkpoint, seeded random checkpoints of the chosen size are built (and cached). A float32 or "
+            "bfloat16 recording also records the same cases in clean float64 beside it (<output>.float64.h5, "
+            "named in the store), which `check` uses to calibrate chained thresholds. The output files are "
+            "replaced only when the whole recording completes."
         ),
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="golden store to write (.h5)")
@@ -61,6 +63,10 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                         help="re-run each call on a clean float64 twin to record its own noise (default for "
                              "float32/bfloat16 on tiny models)")  # fmt: skip
     oracle.add_argument("--no-oracle", dest="oracle", action="store_false", help="do not measure noise")
+    p.add_argument("--no-reference64", dest="reference64", action="store_false",
+                   help="do not record the clean float64 twin (<output>.float64.h5) that float32 and bfloat16 "
+                        "recordings get by default; without it a check calibrates chained thresholds on scaled "
+                        "isolated noise (a looser fallback, reported as such)")  # fmt: skip
     p.add_argument("--attn-implementation", default="eager", choices=("eager", "sdpa"),
                    help="attention implementation of the official model (default eager: explicit masks)")  # fmt: skip
     p.add_argument("--compression", choices=("gzip", "lzf"), help="compress large (chunked) datasets")
@@ -110,9 +116,14 @@ def _cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
             seed=args.seed if args.seed is not None else recorder.DEFAULT_SEED, threads=args.threads,
             modules=args.modules, oracle=oracle, attn_implementation=args.attn_implementation,
             command=_command_line(argv), storage=storage, on_case=on_case, on_call=on_call, on_skip=on_skip,
+            reference64=args.reference64,
         )  # fmt: skip
         progress.update(task, completed=progress.tasks[0].total, description="done", status=f"{calls['n']} calls")
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {calls['n']} calls)")
+    twin = recorder.reference64_path(path)
+    if args.reference64 and args.dtype != "float64":
+        console.print(f"wrote {twin} ({twin.stat().st_size / 1e6:.1f} MB): its float64 reference, which `check` "
+                      "finds through the store")  # fmt: skip
     return EXIT_OK
 
 

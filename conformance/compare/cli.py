@@ -130,14 +130,15 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         modes = ("isolated", "chained") if args.mode == "both" else (args.mode,)
     with GoldenStore(args.goldens) as store:
-        reference_path = args.reference64 or engine.find_reference(args.goldens)
+        lookup = engine.ReferenceLookup(args.reference64) if args.reference64 else engine.locate_reference(args.goldens)
+        reference_path = lookup.path
         reference = GoldenStore(reference_path) if reference_path else None
         from ..subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
 
         policy = with_token_logits(policy, TOKEN_LOGITS)
         options = engine.CheckOptions(modes=modes, cases=args.cases, modules=args.modules, reference=reference,
-                                      allow_partial=args.allow_partial, command=shlex.join(["conformance", *argv]),
-                                      subject=SUBJECT)  # fmt: skip
+                                      reference_note=lookup.note, allow_partial=args.allow_partial,
+                                      command=shlex.join(["conformance", *argv]), subject=SUBJECT)  # fmt: skip
         cases = args.cases or store.cases
         try:
             if args.jobs > 1 and len(cases) > 1:
@@ -151,10 +152,22 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 reference.close()
     summary = write_reports(run, args.reports, html=not args.no_html, console=console)
     _print_table(console, summary)
+    _print_notes(summary)
     _print_replay_bundles(summary)
     if run.error_line:
         print(f"conformance: error: {run.error_line}", file=sys.stderr)
     return run.exit_code
+
+
+def _print_notes(summary: dict[str, Any]) -> None:
+    """Run-wide notes (a calibration fallback: thresholds looser than a calibrated reference gives), in yellow.
+    Printed even with --quiet: they change what the verdict means."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, soft_wrap=True)
+    for note in summary.get("notes", []):
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
 def _print_replay_bundles(summary: dict[str, Any]) -> None:
@@ -192,7 +205,7 @@ def _check_in_parallel(args: argparse.Namespace, store: Any, candidate: Any, pol
     job = Job(str(args.goldens), str(reference) if reference else None, args.candidate,
               str(args.checkpoint) if args.checkpoint else None, str(args.map) if args.map else None,
               str(policy.path) if policy.path else None, tuple(modes), tuple(args.modules) if args.modules else None,
-              args.allow_partial, options.command)  # fmt: skip
+              args.allow_partial, options.command, options.reference_note)  # fmt: skip
     template = RunResult(candidate.description, str(store.path), policy.describe(), options.command,
                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0,
                          engine._provenance_summary(store, store.case(cases[0])), modes=list(modes),

@@ -29,6 +29,7 @@ class Job:
     modules: tuple[str, ...] | None
     allow_partial: bool
     command: str
+    reference_note: str = ""
 
 
 def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any]]:
@@ -45,8 +46,8 @@ def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any]]:
         reference = GoldenStore(job.reference) if job.reference else None
         try:
             options = engine.CheckOptions(modes=job.modes, cases=cases, modules=list(job.modules) if job.modules else None,
-                                          reference=reference, allow_partial=job.allow_partial, command=job.command,
-                                          subject=SUBJECT)  # fmt: skip
+                                          reference=reference, reference_note=job.reference_note,
+                                          allow_partial=job.allow_partial, command=job.command, subject=SUBJECT)  # fmt: skip
             run = engine.check(store, candidate, policy, options)
         finally:
             if reference is not None:
@@ -70,5 +71,8 @@ def check_parallel(job: Job, cases: list[str], jobs: int, template: RunResult) -
             by_name[case.case] = case
         template.artifacts.update(artifacts)
     template.cases = [by_name[name] for name in cases]
+    from .engine import calibration_notes
+
+    template.notes.extend(calibration_notes(template.cases))
     template.seconds = time.time() - started
     return template

@@ -113,6 +113,8 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
         blame = next((b for b in (case["blame"].get("chained"), case["blame"].get("isolated")) if b), None)
         where = f"`{blame['key']}#{blame['call']}` ({blame['mode']})" if blame else "—"
         lines.append(f"| {case['case']} | {case['verdict']} | {where} |")
+    if summary.get("notes"):  # run-wide notes, e.g. a calibration fallback: they qualify the verdict
+        lines += [""] + [f"> **Note:** {note}" for note in summary["notes"]]
     bundles = [
         (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
     ]

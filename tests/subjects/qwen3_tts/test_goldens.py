@@ -145,7 +145,7 @@ def rerecorded(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) 
         chosen = names if dtype == "float32" else ["codec_decode_short", "codec_encode", "tts_custom_voice"]
         path = out / f"{suffix}.h5"
         record.record(path, cases.select(chosen), dtype=dtype, checkpoint=tiny_checkpoint,
-                      oracle=dtype == "float32", threads=1, command="test")  # fmt: skip
+                      oracle=dtype == "float32", threads=1, command="test", reference64=False)  # fmt: skip
         paths[dtype] = path
     return paths
 
@@ -190,7 +190,7 @@ def test_a_bfloat16_recording_stores_bfloat16_losslessly(tmp_path: Path, tiny_ch
 
     path = tmp_path / "bf16.h5"
     record.record(path, cases.select(["codec_decode_short"]), dtype="bfloat16", checkpoint=tiny_checkpoint,
-                  oracle=False, threads=1, command="test")  # fmt: skip
+                  oracle=False, threads=1, command="test", reference64=False)  # fmt: skip
     with GoldenStore(path) as store:
         case = store.case("codec_decode_short")
         floats = [leaf for leaf in case.leaves() if leaf.kind == "tensor" and leaf.dtype in ("bfloat16", "float32")]
