@@ -727,7 +727,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         reference = _reference_case(options.reference, case, result, policy)
         if options.reference is None and _calibrates_chained(policy, case, options):
             reason = options.reference_note or "no float64 reference recording of this golden was found"
-            result.notes.append(fallback_note(reason, policy))
+            result.notes.append(fallback_note(reason, policy, case))
         stage = "prepare"
         try:
             candidate.prepare(store, case)
@@ -789,10 +789,13 @@ def case_error(stage: str, exc: BaseException) -> CaseError:
 CALIBRATION_FALLBACK = "calibration fallback"  # the prefix of the notes that say chained thresholds fell back
 
 
-def fallback_note(reason: str, policy: Policy) -> str:
-    return (f"{CALIBRATION_FALLBACK}: {reason}; chained thresholds use each tensor's isolated noise "
-            f"x{policy.calibration.fallback_factor:g} (calibration.fallback_factor) instead of its chained "
-            "float32-vs-float64 noise")  # fmt: skip
+def fallback_note(reason: str, policy: Policy, case: Case | None = None) -> str:
+    if case is not None and not case.oracle_records():
+        return (f"{CALIBRATION_FALLBACK}: {reason}, and the golden holds no isolated noise either (recorded "
+                "without the oracle): chained thresholds are the policy's per-dtype defaults")  # fmt: skip
+    return (f"{CALIBRATION_FALLBACK}: {reason}; chained thresholds use each tensor's isolated noise, carried "
+            f"along the data flow, x{policy.calibration.fallback_factor:g} (calibration.fallback_factor) instead "
+            "of its chained float32-vs-float64 noise")  # fmt: skip
 
 
 def _calibrates_chained(policy: Policy, case: Case, options: CheckOptions) -> bool:
@@ -821,7 +824,7 @@ def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResul
     if case.name not in reference.cases:
         if policy is not None:
             missing = f"the float64 reference {reference.path} has no case {case.name}"
-            result.notes.append(fallback_note(missing, policy))
+            result.notes.append(fallback_note(missing, policy, case))
         return None
     ref = reference.case(case.name)
     # A discrete decision that differs between the float32 and float64 runs makes every later tensor differ
@@ -833,7 +836,7 @@ def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResul
             isinstance(theirs, np.ndarray) and mine.shape == theirs.shape and np.array_equal(mine, theirs)
         ):
             if policy is not None:
-                result.notes.append(fallback_note(f"the float64 reference generated different {name}", policy))
+                result.notes.append(fallback_note(f"the float64 reference generated different {name}", policy, case))
             return None
     return ref
 
