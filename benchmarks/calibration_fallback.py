@@ -3,7 +3,8 @@
 For each seed, record every case of the tiny model (float32 with its float64 twin, as `conformance record`
 does), then check the NumPy impl (a correct candidate) three ways:
 
-* with the twin: the calibrated chained thresholds (k x chained float32-vs-float64 noise);
+* with the twin: the calibrated chained thresholds (k x chained float32-vs-float64 noise; chained mode: the
+  twin changes nothing in isolated mode but the few calls the oracle does not re-run);
 * without it, at fallback factor 1: what the check did before the fallback existed (isolated noise alone);
 * without it, at the policy's fallback factor (or --factor).
 
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/conformance-fallback"))
     parser.add_argument("--factor", type=float, help="fallback factor to verify (default: the policy's)")
     parser.add_argument("--cases", nargs="+", help="cases to record and check (default: all)")
+    parser.add_argument("--perturb-every", type=int, default=1, metavar="N",
+                        help="check the perturbations on every N-th seed only (they take as long as the rest)")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
 
@@ -119,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         def fails(run: Any) -> int:
             return sum(1 for case in run.cases for t in case.outputs() if t.status == FAIL)
 
-        with_twin = check(golden, ImplCandidate(None, None), policy, twin, ("isolated", "chained"))
+        with_twin = check(golden, ImplCandidate(None, None), policy, twin, ("chained",))
         unscaled = check(golden, ImplCandidate(None, None), before, None, ("chained",))
         scaled = check(golden, ImplCandidate(None, None), after, None, ("chained",))
         need, where = needed_factor(unscaled, policy)
         caught = []
-        for case, parameter, owner in PERTURBATIONS:
+        for case, parameter, owner in PERTURBATIONS if seed % args.perturb_every == 0 else ():
             if args.cases and case not in args.cases:
                 continue
             run = check(golden, OfficialCandidate("float32", perturb=parameter, scale=1e-3), after, None, ("chained",),
