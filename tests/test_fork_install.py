@@ -46,6 +46,7 @@ def test_the_fork_extra_installs_beside_transformers_5_without_changing_it(tmp_p
 
     _run(*pip, "install", "-e", f"{ROOT}[fork]")
     assert _version(python, "transformers") == before
+    assert _version(python, "librosa")  # the extra's own requirements did install
     assert _version(python, "conformance")
     listed = _run(env / "bin" / "conformance", "--help").stdout
     assert "dump" in listed and "record" in listed
