@@ -145,3 +145,28 @@ def test_recorded_inputs_replace_the_runners_own(golden_f32: Path) -> None:
         given = io.input("codes", np.zeros((1, 3, 16), dtype=np.int64))
         assert np.array_equal(given, case.input("codes")) and given is not case.input("codes")
         assert io.input("not_recorded", 7) == 7
+
+
+def test_a_fork_that_fails_on_import_gives_exit_2_in_one_line_naming_it(tmp_path: Path, golden_f32: Path) -> None:
+    """What the official qwen-tts 0.1.1 does on transformers 5.x (a decorator whose signature changed raises
+    at import time): here a fork on the path ahead of the installed package, raising the same way."""
+    import os
+    import subprocess
+    import sys
+
+    fork = tmp_path / "fork" / "qwen_tts"
+    fork.mkdir(parents=True)
+    (fork / "__init__.py").write_text(
+        "raise TypeError(\"check_model_inputs() missing 1 required positional argument: 'func'\")\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(fork.parent)}
+    done = subprocess.run([sys.executable, "-m", "conformance.cli", "dump", "--goldens", str(golden_f32), "--cases",
+                           "codec_decode_short", "-o", str(tmp_path / "dumps")], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert (
+        f"from {fork})" in lines[0]
+        and "raised TypeError while loading the model of case codec_decode_short" in lines[0]
+    )
+    assert not (tmp_path / "dumps").exists()

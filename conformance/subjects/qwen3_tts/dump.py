@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,10 +40,15 @@ class RecordedIO(CaseIO):
 
 
 def package_provenance(package: str = "qwen_tts") -> dict[str, Any]:
-    """Which distribution provides the importable `package`, its version and where it was imported from."""
-    module = sys.modules.get(package) or __import__(package)
+    """Which distribution provides the importable `package`, its version and where it is imported from
+    (without importing it: a fork that fails on import is still described)."""
+    module = sys.modules.get(package)
+    origin = getattr(module, "__file__", None) if module is not None else None
+    if origin is None:
+        spec = importlib.util.find_spec(package)
+        origin = spec.origin if spec is not None else None
     distributions = importlib.metadata.packages_distributions().get(package, [])
-    out: dict[str, Any] = {"package": package, "location": str(Path(getattr(module, "__file__", "") or "").parent)}
+    out: dict[str, Any] = {"package": package, "location": str(Path(origin).parent) if origin else None}
     if distributions:
         out["distribution"] = distributions[0]
         out["version"] = importlib.metadata.version(distributions[0])
@@ -51,6 +57,14 @@ def package_provenance(package: str = "qwen_tts") -> dict[str, Any]:
 
 class DumpCrash(ConformanceError):
     """The implementation under test raised while running a case: nothing was dumped for that case."""
+
+
+def _crash(exc: BaseException, doing: str, path: Path) -> DumpCrash:
+    found = package_provenance()
+    what = f"{found.get('distribution', 'qwen_tts')} {found.get('version', '')}".strip()
+    message = " ".join(str(exc).split())[:300]
+    return DumpCrash(f"the installed qwen_tts ({what}, from {found['location']}) raised {type(exc).__name__} {doing}: "
+                     f"{message}", path=path)  # fmt: skip
 
 
 def dump_cases(store: GoldenStore, names: list[str] | None, out: Path, *, checkpoint: Path | None = None,
@@ -75,7 +89,12 @@ def dump_cases(store: GoldenStore, names: list[str] | None, out: Path, *, checkp
     for name in names:
         case = store.case(name)
         spec = CASES_BY_NAME[name]
-        candidate.prepare(store, case)  # loads the weights the golden names, at its thread count
+        try:
+            candidate.prepare(store, case)  # imports qwen_tts, loads the weights the golden names, at its threads
+        except ConformanceError:
+            raise
+        except Exception as exc:
+            raise _crash(exc, f"while loading the model of case {name}", store.path) from exc
         roots = {k: v for k, v in candidate.roots.items() if k != "speech_tokenizer" or "codec" in spec.hooks}
         io = RecordedIO(case, str(case.provenance.get("size", "tiny")))
         path = out / f"{name}.safetensors"
@@ -90,9 +109,7 @@ def dump_cases(store: GoldenStore, names: list[str] | None, out: Path, *, checkp
         except ConformanceError:
             raise
         except Exception as exc:
-            message = " ".join(str(exc).split())[:300]
-            raise DumpCrash(f"the installed qwen_tts ({package_provenance().get('version', '?')}) raised "
-                            f"{type(exc).__name__} while running case {name}: {message}", path=path) from exc  # fmt: skip
+            raise _crash(exc, f"while running case {name}", path) from exc
         finally:
             candidate.release()
         written.append(path)
