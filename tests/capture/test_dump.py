@@ -170,3 +170,36 @@ def test_a_fork_that_fails_on_import_gives_exit_2_in_one_line_naming_it(tmp_path
         and "raised TypeError while loading the model of case codec_decode_short" in lines[0]
     )
     assert not (tmp_path / "dumps").exists()
+
+
+GUIDE = ROOT / "docs" / "forks.md"
+
+
+def _blocks(language: str) -> list[str]:
+    import re
+
+    return [
+        body for label, body in re.findall(r"```(\w*)\n(.*?)```", GUIDE.read_text(), flags=re.S) if label == language
+    ]
+
+
+def test_the_fork_guides_python_example_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (code,) = _blocks("python")
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, str(GUIDE), "exec"), {"__name__": "__docs__"})
+    assert "exit 1, blamed speech_tokenizer.decoder.decoder.2.block.2.act1#0" in capsys.readouterr().out
+
+
+def test_the_fork_guides_commands_parse() -> None:
+    import shlex
+
+    from conformance.cli import build_parser
+
+    lines = [line.split(" #")[0] for block in _blocks("") for line in block.splitlines()]
+    commands = [shlex.split(line)[1:] for line in lines if line.startswith("conformance ")]
+    assert {words[0] for words in commands} == {"dump", "check"}
+    parser = build_parser()
+    for words in commands:
+        parser.parse_args(words)  # exits 2 on an option the command line does not have
