@@ -50,3 +50,36 @@ def test_summary_md_shows_the_run_notes(tmp_path: Path) -> None:
     run.notes = [fallback_note("no reference", load_policy(None))]
     text = write_markdown(run.to_json(), tmp_path / "summary.md", None)
     assert f"> **Note:** {run.notes[0]}" in text
+
+
+def test_a_float64_reference_that_generated_other_codes_is_not_used_and_the_case_says_so(golden_f32: Path) -> None:
+    """Chained noise between two runs whose generated codes differ is not noise: the case falls back."""
+    import numpy as np
+
+    from conformance.compare.engine import _reference_case
+    from conformance.store import GoldenStore
+
+    class OtherCodes:  # a float64 reference whose generation took another token somewhere
+        def __init__(self, case: object) -> None:
+            self.case_ = case
+
+        def output(self, name: str) -> object:
+            value = self.case_.output(name)
+            return value + 1 if isinstance(value, np.ndarray) and value.dtype.kind in "iu" else value
+
+    class Reference:
+        path = Path("ref.h5")
+
+        def __init__(self, case: object) -> None:
+            self.cases, self.wrapped = [case.name], OtherCodes(case)
+
+        def case(self, name: str) -> object:
+            return self.wrapped
+
+    policy = load_policy(None)
+    with GoldenStore(golden_f32) as store:
+        case = store.case("tts_custom_voice")
+        result = _case("tts_custom_voice")
+        assert _reference_case(Reference(case), case, result, policy) is None
+    (note,) = result.notes
+    assert note == fallback_note("the float64 reference generated different codes", policy)
