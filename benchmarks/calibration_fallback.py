@@ -75,7 +75,7 @@ def needed_factor(run: Any, policy: Any) -> tuple[float, str]:
     worst, where = 1.0, ""
     for case in run.cases:
         for tensor in case.outputs("chained"):
-            if "on isolated noise" not in tensor.source or not tensor.noise:
+            if "fallback:" not in tensor.source or not tensor.noise:
                 continue
             for metric, limit in tensor.thresholds.items():
                 value, noise = (tensor.metrics or {}).get(metric), tensor.noise.get(metric)
@@ -93,8 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/conformance-fallback"))
     parser.add_argument("--factor", type=float, help="fallback factor to verify (default: the policy's)")
     parser.add_argument("--cases", nargs="+", help="cases to record and check (default: all)")
-    parser.add_argument("--perturb-every", type=int, default=1, metavar="N",
-                        help="check the perturbations on every N-th seed only (they take as long as the rest)")
+    parser.add_argument(
+        "--perturb-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="check the perturbations on every N-th seed only (they take as long as the rest)",
+    )
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
 

@@ -137,7 +137,7 @@ class Judge:
         return self._noise(leaf)[0]
 
     def _noise(self, leaf: LeafRecord) -> tuple[dict[str, float] | None, bool]:
-        """(noise, whether it is the calibration fallback: scaled isolated noise standing in for chained)."""
+        """(noise, whether it is the calibration fallback standing in for a chained noise: _fallback_noise)."""
         if self.mode == "isolated":
             record = self.case.oracle(leaf.key, leaf.call, leaf.role)
             if record is not None:
@@ -309,8 +309,8 @@ class Judge:
         result.thresholds = thresholds
         result.source = resolved.source
         if fallback and resolved.calibrated:
-            result.source += (f", on isolated noise x{self.policy.calibration.fallback_factor:g} "
-                              "(no float64 reference: calibration.fallback_factor)")  # fmt: skip
+            result.source += (f", fallback: isolated noise carried along the data flow "
+                              f"x{self.policy.calibration.fallback_factor:g} (no float64 reference)")  # fmt: skip
         result.noise = noise
         result.status, result.margin, result.message, result.min_tolerance = _verdict(metrics, thresholds)
         return self._apply_xfail(result, resolved.xfail)
@@ -800,7 +800,7 @@ def fallback_note(reason: str, policy: Policy, case: Case | None = None) -> str:
 
 def _calibrates_chained(policy: Policy, case: Case, options: CheckOptions) -> bool:
     """Whether this case's chained thresholds would be calibrated on a float64 reference."""
-    return policy.calibration.enabled and "chained" in options.modes and case.dtype not in ("float64", "")
+    return policy.calibration.enabled and "chained" in options.modes and case.dtype != "float64"
 
 
 def calibration_notes(cases: list[CaseResult]) -> list[str]:

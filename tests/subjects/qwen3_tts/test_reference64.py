@@ -89,7 +89,9 @@ def test_without_its_twin_the_check_falls_back_loudly_and_still_passes_the_corre
     assert note in " ".join((tmp_path / "reports" / "summary.md").read_text().split())
     assert any(n.startswith("calibration fallback") for n in summary["cases"][0]["notes"])
     (source,) = chained_sources(summary)
-    assert "on isolated noise x16" in source
+    assert (
+        source == "calibrated (k=20.0), fallback: isolated noise carried along the data flow x16 (no float64 reference)"
+    )
 
 
 def test_the_fallback_still_fails_and_blames_a_real_perturbation(
