@@ -41,8 +41,10 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         description=(
             "Load the official Qwen3-TTS (PyPI qwen-tts) through its own from_pretrained path, hook every "
             "module, run the cases and stream their args, kwargs and outputs into a golden store. Without "
-            "--checkpoint, seeded random checkpoints of the chosen size are built (and cached). The output "
-            "file is replaced only when the recording completes."
+            "--checkpoint, seeded random checkpoints of the chosen size are built (and cached). A float32 or "
+            "bfloat16 recording also records the same cases in clean float64 beside it (<output>.float64.h5, "
+            "named in the store), which `check` uses to calibrate chained thresholds. The output files are "
+            "replaced only when the whole recording completes."
         ),
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="golden store to write (.h5)")
@@ -66,6 +68,10 @@ def _add_record(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                    help="skip the second run of each case that checks the official model computes every recorded "
                         "tensor bit for bit the same again (stored in the case provenance, shown by inspect); it "
                         "costs one unhooked-speed run per case")  # fmt: skip
+    p.add_argument("--no-reference64", dest="reference64", action="store_false",
+                   help="do not record the clean float64 twin (<output>.float64.h5) that float32 and bfloat16 "
+                        "recordings get by default; without it a check calibrates chained thresholds on scaled "
+                        "isolated noise (a looser fallback, reported as such)")  # fmt: skip
     p.add_argument("--attn-implementation", default="eager", choices=("eager", "sdpa"),
                    help="attention implementation of the official model (default eager: explicit masks)")  # fmt: skip
     p.add_argument("--compression", choices=("gzip", "lzf"), help="compress large (chunked) datasets")
@@ -116,9 +122,65 @@ def _cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
             modules=args.modules, oracle=oracle, attn_implementation=args.attn_implementation,
             command=_command_line(argv), storage=storage, on_case=on_case, on_call=on_call, on_skip=on_skip,
             determinism=args.determinism,
+            reference64=args.reference64,
         )  # fmt: skip
         progress.update(task, completed=progress.tasks[0].total, description="done", status=f"{calls['n']} calls")
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {calls['n']} calls)")
+    twin = recorder.reference64_path(path)
+    if args.reference64 and args.dtype != "float64":
+        console.print(f"wrote {twin} ({twin.stat().st_size / 1e6:.1f} MB): its float64 reference, which `check` "
+                      "finds through the store")  # fmt: skip
+    return EXIT_OK
+
+
+# -- dump ----------------------------------------------------------------------------------------------------
+
+
+def _add_dump(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "dump",
+        help="run the installed qwen_tts (the official package or a fork) on golden cases and write a port dump",
+        description=(
+            "Run whatever `qwen_tts` is importable (the official package, a fork of it, the official package on "
+            "another transformers version) on the recorded inputs of golden cases, with the recorder's hooks on "
+            "every module, and write <output>/<case>.safetensors with every call's outputs under their golden "
+            "names: a dump in the port contract, checked by `conformance check --candidate dump:<output>` "
+            "without a map. Weights come from the checkpoint the golden names (or --checkpoint)."
+        ),
+    )
+    p.add_argument("--goldens", required=True, type=Path, help="golden store whose cases to run (.h5)")
+    p.add_argument("--cases", nargs="+", metavar="CASE", help="cases to dump (default: all of the store)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder for <case>.safetensors")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint folder to load (default: the golden's provenance)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),
+                   help="precision to run in (default float32)")  # fmt: skip
+    p.add_argument("--modules", nargs="+", metavar="GLOB", help="dump only modules whose key matches a glob")
+    p.add_argument("--inputs", action="store_true", help="dump every call's tensor inputs too (larger files)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=_cmd_dump)
+
+
+def _cmd_dump(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .compare.cli import _importable
+    from .store import GoldenStore
+
+    if not (_importable("torch") and _importable("qwen_tts")):
+        raise UsageError("dump runs a torch implementation: it needs torch and an importable qwen_tts (the "
+                         "official package or a fork; see docs/forks.md)")  # fmt: skip
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError("the output exists and is not a folder", path=args.output)
+    from .subjects.qwen3_tts.dump import dump_cases
+
+    def on_case(name: str, path: Path) -> None:
+        if not args.quiet:
+            print(f"dumped {name} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+    with GoldenStore(args.goldens) as store:
+        dump_cases(store, args.cases, args.output, checkpoint=args.checkpoint, dtype=args.dtype, modules=args.modules,
+                   inputs=args.inputs, on_case=on_case)  # fmt: skip
+    if not args.quiet:
+        print(f"check it: conformance check --goldens {shlex.quote(str(args.goldens))} "
+              f"--candidate dump:{shlex.quote(str(args.output))}")  # fmt: skip
     return EXIT_OK
 
 
@@ -207,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_record(sub)
+    _add_dump(sub)
     _add_inspect(sub)
     _add_list_cases(sub)
     from .compare import cli as compare_cli

@@ -164,14 +164,16 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.repeat > 1 and "chained" not in modes:
         raise UsageError("--repeat needs the chained mode (the candidate runs whole cases): drop --mode isolated")
     with GoldenStore(args.goldens) as store:
-        reference_path = args.reference64 or engine.find_reference(args.goldens)
+        lookup = engine.ReferenceLookup(args.reference64) if args.reference64 else engine.locate_reference(args.goldens)
+        reference_path = lookup.path
         reference = GoldenStore(reference_path) if reference_path else None
         from ..subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
 
         policy = with_token_logits(policy, TOKEN_LOGITS)
         options = engine.CheckOptions(modes=modes, cases=args.cases, modules=args.modules, reference=reference,
-                                      allow_partial=args.allow_partial, command=shlex.join(["conformance", *argv]),
-                                      subject=SUBJECT, repeat=args.repeat)  # fmt: skip
+                                      reference_note=lookup.note, allow_partial=args.allow_partial,
+                                      command=shlex.join(["conformance", *argv]), subject=SUBJECT,
+                                      repeat=args.repeat)  # fmt: skip
         cases = args.cases or store.cases
         try:
             if args.jobs > 1 and len(cases) > 1:
@@ -191,9 +193,21 @@ def run_and_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
         repeated = case["blame"].get("repeat")
         if repeated:
             print(f"{case['case']}: {repeated['reason']}", file=sys.stderr)
+    _print_notes(summary)
     if run.error_line:
         print(f"conformance: error: {run.error_line}", file=sys.stderr)
     return run.exit_code
+
+
+def _print_notes(summary: dict[str, Any]) -> None:
+    """Run-wide notes (a calibration fallback: thresholds looser than a calibrated reference gives), in yellow.
+    Printed even with --quiet: they change what the verdict means."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, soft_wrap=True)
+    for note in summary.get("notes", []):
+        console.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
 def add_replay_bundles(run: Any) -> None:
@@ -252,7 +266,7 @@ def _check_in_parallel(args: argparse.Namespace, store: Any, candidate: Any, pol
     job = Job(str(args.goldens), str(reference) if reference else None, args.candidate,
               str(args.checkpoint) if args.checkpoint else None, str(args.map) if args.map else None,
               str(policy.path) if policy.path else None, tuple(modes), tuple(args.modules) if args.modules else None,
-              args.allow_partial, options.command, options.repeat)  # fmt: skip
+              args.allow_partial, options.command, options.reference_note, options.repeat)  # fmt: skip
     template = RunResult(candidate.description, str(store.path), policy.describe(), options.command,
                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), 0.0,
                          engine._provenance_summary(store, store.case(cases[0])), modes=engine.run_modes(options),

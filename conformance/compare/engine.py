@@ -75,6 +75,7 @@ class CheckOptions:
     cases: list[str] | None = None
     modules: list[str] | None = None
     reference: GoldenStore | None = None  # float64 golden for chained noise of a float32 golden
+    reference_note: str = ""  # why there is no reference (locate_reference), for the calibration fallback note
     allow_partial: bool = False
     command: str = ""
     on_progress: Callable[[str, int, int], None] | None = None
@@ -133,24 +134,110 @@ class Judge:
         self.reference = reference
         self.mode = mode
         self._noise_cache: dict[tuple[str, int, str], dict[str, float] | None] = {}
+        self._carried: Any = None
 
     def noise(self, leaf: LeafRecord) -> dict[str, float] | None:
         """The official float32-vs-float64 noise of this tensor. Isolated: the oracle's re-run of this call
         on the same inputs. Chained: the float32 golden against its float64 reference. Calls the oracle
         does not re-run (whole generation loops) use the reference comparison in both modes: run from
         their recorded inputs, their outputs differ from float64 exactly as in a chained run."""
+        return self._noise(leaf)[0]
+
+    def _noise(self, leaf: LeafRecord) -> tuple[dict[str, float] | None, bool]:
+        """(noise, whether it is the calibration fallback standing in for a chained noise: _fallback_noise)."""
         if self.mode == "isolated":
             record = self.case.oracle(leaf.key, leaf.call, leaf.role)
             if record is not None:
-                return dict(record.metrics) if record.status == "ok" else None
-            return self._chained_noise(leaf) if self.reference is not None else None
-        return self._chained_noise(leaf)
+                return (dict(record.metrics) if record.status == "ok" else None), False
+            return (self._chained_noise(leaf) if self.reference is not None else None), False
+        if self.reference is None:
+            return self._fallback_noise(leaf), True
+        return self._chained_noise(leaf), False
+
+    def _fallback_noise(self, leaf: LeafRecord) -> dict[str, float] | None:
+        """Without a float64 reference, a tensor's chained noise is unknown. Its isolated noise alone is too
+        small: it leaves out the error the tensor inherits from upstream (an exact op such as a ReLU has
+        none of its own), and k times it fails correct candidates. What stands in is the tensor's relative
+        noise carried along the recorded data flow (`_carried_noise`), times the policy's
+        calibration.fallback_factor, measured so that no correct candidate fails (docs/policy.md). Relative
+        L2 only: an absolute or elementwise noise does not carry across modules."""
+        carried = self._carried_noise()
+        if leaf.role.startswith("outputs"):
+            value = carried[0].get((leaf.key, leaf.call, leaf.role))
+        else:  # an input passed on from an output is stored once, at its producer's location
+            value = carried[1].get((leaf.location, leaf.row)) if leaf.location else None
+            if value is None:  # made inside the caller (padded, transposed): what the call's outputs carry
+                value = carried[2].get((leaf.key, leaf.call))
+        if value is None:
+            return None
+        return {"rel_l2": value * self.policy.calibration.fallback_factor}
+
+    def _carried_noise(self) -> tuple[dict[tuple[str, int, str], float], dict[tuple[str, int], float],
+                                      dict[tuple[str, int], float]]:  # fmt: skip
+        """Relative noise carried along the data flow, in completion order: an output carries the larger of its
+        own isolated rel_l2 noise and the largest carried by the call's inputs (through the outputs that
+        produced them: shared storage, as ports/blame.py follows it). By output, by storage, by call."""
+        if self._carried is None:
+            own: dict[tuple[str, int, str], float] = {}
+            for record in self.case.oracle_records():
+                rel = record.metrics.get("rel_l2")
+                if record.mode == "isolated" and record.status == "ok" and rel is not None and rel == rel:
+                    own[(record.key, record.call, record.role)] = rel
+            by_output: dict[tuple[str, int, str], float] = {}
+            by_storage: dict[tuple[str, int], float] = {}
+            by_call: dict[tuple[str, int], float] = {}
+            parents: dict[tuple[str, int], Any] = {}
+            open_calls: list[Any] = []
+            for call in sorted(self.case.calls(), key=lambda c: c.seq_start):
+                while open_calls and open_calls[-1].seq_end < call.seq_start:
+                    open_calls.pop()
+                parents[(call.key, call.call)] = open_calls[-1] if open_calls else None
+                open_calls.append(call)
+
+            memo: dict[tuple[str, int], float] = {}
+
+            def inherited(call: Any) -> float:
+                """The most any input of the call carries; an input made inside a caller (padded, transposed)
+                carries what the enclosing call's inputs carry. (An enclosing call's inputs were all produced
+                before it started, so its value is final by the time a call inside it completes.)"""
+                index = (call.key, call.call)
+                if index in memo:
+                    return memo[index]
+                carried, made_inside = 0.0, False
+                for leaf in self.case.leaves(call.key, call.call):
+                    if not leaf.is_tensor or leaf.role.startswith("outputs"):
+                        continue
+                    value = by_storage.get((leaf.location, leaf.row)) if leaf.location else None
+                    if value is None:
+                        made_inside = True
+                    else:
+                        carried = max(carried, value)
+                parent = parents.get(index)
+                if made_inside and parent is not None:
+                    carried = max(carried, inherited(parent))
+                memo[index] = carried
+                return carried
+
+            for call in self.case.calls_by_completion():
+                upstream = inherited(call)
+                for leaf in self.case.leaves(call.key, call.call):
+                    if not leaf.is_tensor or not leaf.role.startswith("outputs"):
+                        continue
+                    mine = own.get((leaf.key, leaf.call, leaf.role))
+                    if mine is None and not upstream:
+                        continue
+                    value = max(mine or 0.0, upstream)
+                    by_output[(leaf.key, leaf.call, leaf.role)] = value
+                    by_call[(call.key, call.call)] = max(value, by_call.get((call.key, call.call), 0.0))
+                    if leaf.location:
+                        by_storage.setdefault((leaf.location, leaf.row), value)
+            self._carried = (by_output, by_storage, by_call)
+        return self._carried
 
     def _chained_noise(self, leaf: LeafRecord) -> dict[str, float] | None:
         """Official float32 chained vs official float64 chained, at this very tensor."""
         if self.reference is None:
-            record = self.case.oracle(leaf.key, leaf.call, leaf.role)  # isolated noise as a lower bound
-            return dict(record.metrics) if record is not None and record.status == "ok" else None
+            return None
         index = (leaf.key, leaf.call, leaf.role)
         if index not in self._noise_cache:
             try:
@@ -271,7 +358,7 @@ class Judge:
 
     def _judge_float(self, result: TensorResult, leaf: LeafRecord,
                      measure: Callable[[float, float], Metrics]) -> TensorResult:  # fmt: skip
-        noise = self.noise(leaf)
+        noise, fallback = self._noise(leaf)
         resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, noise)
         metrics = measure(resolved.thresholds.get("atol", 0.0), resolved.thresholds.get("rtol", 0.0))
         thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
@@ -279,6 +366,9 @@ class Judge:
         result.metrics = metrics.as_dict()
         result.thresholds = thresholds
         result.source = resolved.source
+        if fallback and resolved.calibrated:
+            result.source += (f", fallback: isolated noise carried along the data flow "
+                              f"x{self.policy.calibration.fallback_factor:g} (no float64 reference)")  # fmt: skip
         result.noise = noise
         result.status, result.margin, result.message, result.min_tolerance = _verdict(metrics, thresholds)
         return self._apply_xfail(result, resolved.xfail)
@@ -919,7 +1009,10 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         case = store.case(name)
         result = CaseResult(name, case.provenance.get("family", ""), case.dtype, modes,
                             description=case.provenance.get("description", ""))  # fmt: skip
-        reference = _reference_case(options.reference, case, result)
+        reference = _reference_case(options.reference, case, result, policy)
+        if options.reference is None and _calibrates_chained(policy, case, options):
+            reason = options.reference_note or "no float64 reference recording of this golden was found"
+            result.notes.append(fallback_note(reason, policy, case))
         stage = "prepare"
         try:
             candidate.prepare(store, case)
@@ -963,6 +1056,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 slot.setdefault(role, value)
         result.growth = growth(result)
         run.cases.append(result)
+    run.notes.extend(calibration_notes(run.cases))
     run.candidate = candidate.description  # after loading: a candidate may only then know what it is
     try:
         run.candidate_provenance = candidate.provenance()
@@ -993,21 +1087,57 @@ def case_error(stage: str, exc: BaseException) -> CaseError:
     return CaseError(stage, type(exc).__name__, message, text)
 
 
-def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResult) -> Case | None:
-    if reference is None or case.dtype == "float64" or case.name not in reference.cases:
+CALIBRATION_FALLBACK = "calibration fallback"  # the prefix of the notes that say chained thresholds fell back
+
+
+def fallback_note(reason: str, policy: Policy, case: Case | None = None) -> str:
+    if case is not None and not case.oracle_records():
+        return (f"{CALIBRATION_FALLBACK}: {reason}, and the golden holds no isolated noise either (recorded "
+                "without the oracle): chained thresholds are the policy's per-dtype defaults")  # fmt: skip
+    return (f"{CALIBRATION_FALLBACK}: {reason}; chained thresholds use each tensor's isolated noise, carried "
+            f"along the data flow, x{policy.calibration.fallback_factor:g} (calibration.fallback_factor) instead "
+            "of its chained float32-vs-float64 noise")  # fmt: skip
+
+
+def _calibrates_chained(policy: Policy, case: Case, options: CheckOptions) -> bool:
+    """Whether this case's chained thresholds would be calibrated on a float64 reference."""
+    return policy.calibration.enabled and "chained" in options.modes and case.dtype != "float64"
+
+
+def calibration_notes(cases: list[CaseResult]) -> list[str]:
+    """The run-wide notes of the cases whose chained thresholds fell back: one per reason, naming the cases."""
+    by_note: dict[str, list[str]] = defaultdict(list)
+    for case in cases:
+        for note in case.notes:
+            if note.startswith(CALIBRATION_FALLBACK):
+                by_note[note].append(case.case)
+    out = []
+    for note, names in by_note.items():
+        scope = "every case" if len(names) == len(cases) else f"{len(names)} case(s): {', '.join(names)}"
+        out.append(f"{note} ({scope})")
+    return out
+
+
+def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResult,
+                    policy: Policy | None = None) -> Case | None:  # fmt: skip
+    if reference is None or case.dtype == "float64":
+        return None
+    if case.name not in reference.cases:
+        if policy is not None:
+            missing = f"the float64 reference {reference.path} has no case {case.name}"
+            result.notes.append(fallback_note(missing, policy, case))
         return None
     ref = reference.case(case.name)
     # A discrete decision that differs between the float32 and float64 runs makes every later tensor differ
-    # wholesale: chained noise is then not a noise measurement. Fall back to the isolated noise.
+    # wholesale: chained noise is then not a noise measurement. Fall back to the scaled isolated noise.
     for name in case.output_names():
         mine, theirs = case.output(name), ref.output(name)
         discrete = isinstance(mine, np.ndarray) and mine.dtype.kind in "iub"
         if discrete and not (
             isinstance(theirs, np.ndarray) and mine.shape == theirs.shape and np.array_equal(mine, theirs)
         ):
-            result.notes.append(
-                f"the float64 reference generated different {name}: chained thresholds use isolated noise"
-            )
+            if policy is not None:
+                result.notes.append(fallback_note(f"the float64 reference generated different {name}", policy, case))
             return None
     return ref
 
@@ -1032,19 +1162,61 @@ def _provenance_summary(store: GoldenStore, case: Case | None) -> dict[str, Any]
     }
 
 
-def find_reference(store_path: Path) -> Path | None:
-    """The float64 golden paired with a float32 golden, from the manifest beside it."""
+@dataclass
+class ReferenceLookup:
+    """The float64 reference of a golden store, or why there is none (`note`, for the fallback note)."""
+
+    path: Path | None
+    note: str = ""
+
+
+def locate_reference(store_path: Path) -> ReferenceLookup:
+    """The float64 golden paired with a float32 golden: the twin the store names (`record` writes it beside
+    the store and names it in a root attribute, with the twin's recording id), else the manifest.json beside
+    the store (the committed goldens)."""
     import json
 
-    manifest = store_path.parent / "manifest.json"
-    if not manifest.exists():
-        return None
+    from ..store.schema import REFERENCE64_ATTR
+
     try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    for entry in data.get("stores", []):
-        if entry.get("path") == store_path.name and entry.get("float64_reference"):
-            candidate = store_path.parent / entry["float64_reference"]
-            return candidate if candidate.exists() else None
-    return None
+        with GoldenStore(store_path) as store:
+            named = store.float64_reference
+            dtypes = {store.case(name).dtype for name in store.cases[:1]}
+    except ConformanceError:
+        return ReferenceLookup(None)  # the check itself reports the unreadable store
+    if dtypes == {"float64"}:
+        return ReferenceLookup(None)
+    if named is not None:
+        twin = store_path.parent / str(named.get("path", ""))
+        if not twin.is_file():
+            return ReferenceLookup(None, f"the golden names its float64 reference {twin}, which is missing (keep "
+                                         "the two files together, or pass --reference64)")  # fmt: skip
+        try:
+            with GoldenStore(twin) as reference:
+                same = reference.recording_id == named.get("recording_id")
+        except ConformanceError as exc:
+            return ReferenceLookup(None, f"the golden's float64 reference is unusable: {exc}")
+        if not same:
+            return ReferenceLookup(None, f"{twin} is not the float64 reference recorded with this golden (its "
+                                         f"recording id differs from the one the golden's {REFERENCE64_ATTR} "
+                                         "attribute names: it was re-recorded or replaced)")  # fmt: skip
+        return ReferenceLookup(twin)
+    manifest = store_path.parent / "manifest.json"
+    if manifest.exists():
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            data = {}
+        for entry in data.get("stores", []) if isinstance(data, dict) else []:
+            if entry.get("path") == store_path.name and entry.get("float64_reference"):
+                candidate = store_path.parent / entry["float64_reference"]
+                if candidate.exists():
+                    return ReferenceLookup(candidate)
+                return ReferenceLookup(None, f"{manifest} pairs the golden with {candidate}, which is missing")
+    return ReferenceLookup(None, "the golden names no float64 reference (recorded with --no-reference64, or "
+                                 "before `record` wrote one) and no manifest.json beside it pairs one")  # fmt: skip
+
+
+def find_reference(store_path: Path) -> Path | None:
+    """The float64 golden paired with a float32 golden (see locate_reference), or None."""
+    return locate_reference(store_path).path

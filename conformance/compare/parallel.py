@@ -29,6 +29,7 @@ class Job:
     modules: tuple[str, ...] | None
     allow_partial: bool
     command: str
+    reference_note: str = ""
     repeat: int = 1
 
 
@@ -46,8 +47,9 @@ def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any], str, d
         reference = GoldenStore(job.reference) if job.reference else None
         try:
             options = engine.CheckOptions(modes=job.modes, cases=cases, modules=list(job.modules) if job.modules else None,
-                                          reference=reference, allow_partial=job.allow_partial, command=job.command,
-                                          subject=SUBJECT, repeat=job.repeat)  # fmt: skip
+                                          reference=reference, reference_note=job.reference_note,
+                                          allow_partial=job.allow_partial, command=job.command, subject=SUBJECT,
+                                          repeat=job.repeat)  # fmt: skip
             run = engine.check(store, candidate, policy, options)
         finally:
             if reference is not None:
@@ -89,5 +91,8 @@ def check_parallel(job: Job, cases: list[str], jobs: int, template: RunResult) -
     # what the candidate is, as the workers found it once loaded (the parent never loads it)
     template.candidate = results[0][2]
     template.candidate_provenance = merge_provenance([provenance for *_, provenance in results])
+    from .engine import calibration_notes
+
+    template.notes.extend(calibration_notes(template.cases))
     template.seconds = time.time() - started
     return template

@@ -217,6 +217,8 @@ def write_markdown(summary: dict[str, Any], path: Path, html_name: str | None = 
     if flaky:  # --repeat: a nondeterministic candidate, whatever run 1 scored against the goldens
         lines += ["", "Runs of the candidate that differ from its first run (`--repeat`):", ""]
         lines += [f"- {name}: {b['reason']}" for name, b in flaky]
+    if summary.get("notes"):  # run-wide notes, e.g. a calibration fallback: they qualify the verdict
+        lines += [""] + [f"> **Note:** {note}" for note in summary["notes"]]
     bundles = [
         (case["case"], b) for case in summary["cases"] for b in case["blame"].values() if b and b.get("replay_bundle")
     ]

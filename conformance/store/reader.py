@@ -431,6 +431,10 @@ class GoldenStore:
             self.created_utc = _text(attrs.get("created_utc", ""))
             self.command = _text(attrs.get("command", ""))
             self.software: dict[str, Any] = json.loads(_text(attrs.get("software", "{}")))
+            self.recording_id = _text(attrs.get(schema.RECORDING_ID_ATTR, ""))
+            twin = _text(attrs.get(schema.REFERENCE64_ATTR, ""))
+            # {"path": file name relative to this store's folder, "recording_id": the twin's own id}
+            self.float64_reference: dict[str, Any] | None = json.loads(twin) if twin else None
             self.cases = [schema.unescape_component(n) for n in self.file["cases"]]
         except StoreError:
             self.file.close()

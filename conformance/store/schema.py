@@ -35,6 +35,13 @@ RAW_STORAGE = {"bfloat16": np.dtype("<u2")}
 
 TABLE_FLUSH_ROWS = 8192
 
+# Root attributes beyond the basic ones. Every store gets a random `recording_id`; a float32 (or bfloat16)
+# store recorded with its clean float64 twin names it in `float64_reference` (JSON: the twin's file name,
+# relative to the store's folder, and the twin's recording_id), so a check finds its chained-noise
+# reference from the store alone and never pairs it with another recording that took the twin's name.
+RECORDING_ID_ATTR = "recording_id"
+REFERENCE64_ATTR = "float64_reference"
+
 
 def checksum(array: np.ndarray, value: int = 0) -> int:
     """CRC-32 of the array's bytes in C order (streamable: pass the previous value)."""

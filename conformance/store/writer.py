@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -473,7 +474,12 @@ def _chunk_shape(
 
 
 class GoldenWriter:
-    """Writes a golden store atomically: `<path>.partial-<pid>` while recording, renamed when complete."""
+    """Writes a golden store atomically: `<path>.partial-<pid>` while recording, renamed when complete.
+
+    publish=False keeps the complete file at its partial name on close; `publish()` renames it later, so a
+    recording made of two files (a store and its float64 twin) can put both in place one after the other,
+    only once both are complete.
+    """
 
     def __init__(
         self,
@@ -482,11 +488,14 @@ class GoldenWriter:
         command: str,
         software: dict[str, Any],
         policy: StoragePolicy | None = None,
+        publish: bool = True,
     ) -> None:
         self.path = Path(path)
         self.policy = policy or StoragePolicy()
+        self.auto_publish = publish
+        self.recording_id = uuid.uuid4().hex
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_partials(self.path)
+        remove_stale_partials(self.path)
         self.tmp_path = self.path.with_name(f"{self.path.name}.partial-{os.getpid()}")
         try:
             # Keep the file readable by HDF5 1.10 tools (Debian's h5ls/h5dump).
@@ -499,6 +508,7 @@ class GoldenWriter:
         self.file.attrs["command"] = command
         self.file.attrs["software"] = to_json(software)
         self.file.attrs["complete"] = False
+        self.file.attrs[schema.RECORDING_ID_ATTR] = self.recording_id
         self.cases_group = self.file.create_group("cases", track_order=True)
         self.cases: list[str] = []
         self._raw_fd: int | None = None
@@ -525,12 +535,22 @@ class GoldenWriter:
         self.cases.append(name)
         self.file.flush()
 
+    def set_attribute(self, name: str, value: Any) -> None:
+        """A root attribute (JSON-encoded unless a string), e.g. the name of the store's float64 twin."""
+        self.file.attrs[name] = value if isinstance(value, str) else to_json(value)
+
     def close(self) -> Path:
-        """Mark the file complete and move it over the target path."""
+        """Mark the file complete and move it over the target path (unless publishing was deferred)."""
         self.file.attrs["complete"] = True
         self.file.attrs["cases"] = to_json(self.cases)
         self._close_raw_fd()
         self.file.close()
+        if not self.auto_publish:
+            return self.tmp_path
+        return self.publish()
+
+    def publish(self) -> Path:
+        """Move the complete file over the target path."""
         # No fsync: the rename makes the store atomic for interrupted or killed recordings; surviving a
         # power cut as well would cost seconds per file (re-record instead).
         os.replace(self.tmp_path, self.path)
@@ -540,7 +560,8 @@ class GoldenWriter:
         """Drop the partial file; whatever was at the target path stays as it was."""
         try:
             self._close_raw_fd()
-            self.file.close()
+            if self.file.id.valid:
+                self.file.close()
         finally:
             self.tmp_path.unlink(missing_ok=True)
 
@@ -554,7 +575,7 @@ class GoldenWriter:
             self.abort()
 
 
-def _remove_stale_partials(path: Path) -> None:
+def remove_stale_partials(path: Path) -> None:
     """Delete partial files left by recorders that were killed (their pid no longer runs)."""
     for partial in path.parent.glob(f"{path.name}.partial-*"):
         pid_text = partial.name.rsplit("-", 1)[-1]

@@ -15,13 +15,14 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ...capture.oracle import IsolatedOracle
 from ...capture.recorder import FunctionSpec, MethodSpec, Recorder, versioned_tensors
 from ...errors import UsageError
+from ...store.schema import REFERENCE64_ATTR
 from ...store.writer import AsyncCaseWriter, GoldenWriter, StoragePolicy
 from . import checkpoints, configs
 from .cases import CaseIO, CaseSpec
@@ -262,11 +263,17 @@ def record(
     on_call: Callable[[str], None] | None = None,
     on_skip: Callable[[CaseSpec, str], None] | None = None,
     determinism: bool = True,
+    reference64: bool = True,
 ) -> Path:
     """Record `cases` into the golden store `out` (written atomically). Returns the path written.
 
     determinism: run each case a second time under a checksumming tap and store in the case provenance whether
-    every recorded tensor came out bit-identical (`determinism_check`); off for very large runs."""
+    every recorded tensor came out bit-identical (`determinism_check`); off for very large runs.
+
+    reference64: a float32 or bfloat16 recording also records the same cases in clean float64 beside it
+    (`reference64_path(out)`), the reference that calibrates chained thresholds. The store names its twin,
+    and both files are put in place only once both are complete (see `_record_float64_twin`).
+    """
     import torch
 
     if dtype not in DTYPES:
@@ -294,7 +301,15 @@ def record(
         runnable.append(case)
     if not runnable:
         raise UsageError("none of the requested cases can run on this checkpoint", path=source.label)
-    with GoldenWriter(out, command=command, software=software(), policy=storage) as writer:
+    reference = None
+    if reference64 and dtype != "float64":
+        reference = _record_float64_twin(out, runnable, checkpoint=checkpoint, size=size, seed=seed, threads=threads,
+                                         modules=modules, attn_implementation=attn_implementation, command=command,
+                                         storage=storage, on_case=on_case, determinism=determinism)  # fmt: skip
+    with _discarded_on_error(reference), GoldenWriter(out, command=command, software=software(), policy=storage,
+                                                       publish=reference is None) as writer:  # fmt: skip
+        if reference is not None:
+            writer.set_attribute(REFERENCE64_ATTR, reference.link)
         for index, case in enumerate(runnable):
             if on_case:
                 on_case(case, index, len(runnable))
@@ -368,6 +383,8 @@ def record(
                     case_writer.add_input(name, value)
                 for name, value in io.outputs.items():
                     case_writer.add_output(name, value)
+    if reference is not None:
+        reference.publish_with(writer)
     return Path(out)
 
 
@@ -412,3 +429,77 @@ def determinism_check(models: OfficialModels, case: CaseSpec, dtype: str,
         "extra_calls": extra[:20],
         "seconds": round(time.time() - started, 3),
     }
+
+
+# -- the float64 twin ----------------------------------------------------------------------------------------
+
+
+def reference64_path(out: str | Path) -> Path:
+    """Where a recording's float64 twin goes: `golden.h5` -> `golden.float64.h5`, beside it."""
+    out = Path(out)
+    suffix = out.suffix if out.suffix in (".h5", ".hdf5") else ""
+    return out.with_name(f"{out.name[: len(out.name) - len(suffix)]}.float64{suffix or '.h5'}")
+
+
+@dataclass
+class PendingReference:
+    """A complete float64 twin at its staging name, waiting for the float32 store it belongs to."""
+
+    staged: Path
+    path: Path
+    recording_id: str
+
+    @property
+    def link(self) -> dict[str, str]:
+        """What the float32 store's root attribute says about its twin (find_reference checks both)."""
+        return {"path": self.path.name, "recording_id": self.recording_id}
+
+    def publish_with(self, writer: GoldenWriter) -> None:
+        """Put the twin in place, then the store that names it: the store never names a missing twin."""
+        try:
+            os.replace(self.staged, self.path)
+        except BaseException:
+            writer.abort()
+            self.discard()
+            raise
+        writer.publish()
+
+    def discard(self) -> None:
+        self.staged.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _discarded_on_error(reference: PendingReference | None) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        if reference is not None:
+            reference.discard()
+        raise
+
+
+def _record_float64_twin(out: str | Path, cases: list[CaseSpec], *, checkpoint: str | Path | None, size: str,
+                         seed: int, threads: int, modules: list[str] | None, attn_implementation: str, command: str,
+                         storage: StoragePolicy | None, on_case: Callable[[CaseSpec, int, int], None] | None,
+                         determinism: bool = True) -> PendingReference:  # fmt: skip
+    """Record the same cases with the same weights and inputs in clean float64, at a staging name that is the
+    writer's own partial-file name for the twin: a recorder killed before publishing leaves nothing that the
+    next recording does not clean up. Without this reference a check of the float32 store has no chained
+    noise and falls back to the looser, scaled isolated noise (compare/engine.py)."""
+    from ...store.reader import GoldenStore
+    from ...store.writer import remove_stale_partials
+
+    path = reference64_path(out)
+    remove_stale_partials(path)
+    staged = path.with_name(f"{path.name}.partial-{os.getpid()}")
+
+    def labelled(case: CaseSpec, index: int, total: int) -> None:
+        if on_case is not None:
+            on_case(replace(case, name=f"{case.name} (float64 reference)"), index, total)
+
+    record(staged, cases, dtype="float64", checkpoint=checkpoint, size=size, seed=seed, threads=threads,
+           modules=modules, oracle=False, attn_implementation=attn_implementation, command=command, storage=storage,
+           on_case=labelled, reference64=False, determinism=determinism)  # fmt: skip
+    with GoldenStore(staged) as store:
+        recording_id = store.recording_id
+    return PendingReference(staged, path, recording_id)

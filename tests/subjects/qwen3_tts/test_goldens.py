@@ -151,7 +151,7 @@ def rerecorded(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) 
             specs = [replace(spec, hooks=tuple(committed.case(spec.name).provenance.get("hooks", spec.hooks)))
                      for spec in cases.select(chosen)]  # fmt: skip
         record.record(path, specs, dtype=dtype, checkpoint=tiny_checkpoint, oracle=dtype == "float32", threads=1,
-                      command="test")  # fmt: skip
+                      command="test", reference64=False)  # fmt: skip
         paths[dtype] = path
     return paths
 
@@ -196,7 +196,7 @@ def test_a_bfloat16_recording_stores_bfloat16_losslessly(tmp_path: Path, tiny_ch
 
     path = tmp_path / "bf16.h5"
     record.record(path, cases.select(["codec_decode_short"]), dtype="bfloat16", checkpoint=tiny_checkpoint,
-                  oracle=False, threads=1, command="test")  # fmt: skip
+                  oracle=False, threads=1, command="test", reference64=False)  # fmt: skip
     with GoldenStore(path) as store:
         case = store.case("codec_decode_short")
         # the second run's checksums encode bfloat16 as the store does (its raw bits): every tensor compared equal
