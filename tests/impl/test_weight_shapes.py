@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from impl.common.weights import WeightError, load_safetensors
 from impl.qwen3_tts import codec
-from impl.qwen3_tts.codec_layers import WeightError
 from impl.qwen3_tts.tts import load_model
-from impl.qwen3_tts.weights import load_safetensors
 
 from .tts.helpers import TINY
 

@@ -179,7 +179,7 @@ def test_every_codec_module_is_exercised(stores: dict[str, GoldenStore]) -> None
     input_proj (encode side) and the Mimi RVQs' output_proj (decode side; the property tests cover it)."""
     recorded = {c.key.split(":")[0] for name in CASES for c in codec_calls(stores["float32"].case(name))}
     root = tiny_codec("float32")
-    from impl.qwen3_tts.codec_layers import ModuleList
+    from impl.common.nn import ModuleList
 
     unexercised = {path for path, module in root.named_modules() if not isinstance(module, ModuleList)} - recorded
     expected = {f"{PREFIX}.decoder.quantizer.{rvq}.input_proj" for rvq in ("rvq_first", "rvq_rest")}
