@@ -63,9 +63,9 @@ def codecs() -> tuple[Any, Any]:
 @pytest.fixture(scope="module")
 def codes(codecs: tuple[Any, Any]) -> np.ndarray:
     _, impl = codecs
-    config = impl.config["decoder_config"]
+    config = impl.config.decoder_config
     rng = np.random.default_rng(0)
-    return rng.integers(0, config["codebook_size"], size=(FRAMES, config["num_quantizers"]))
+    return rng.integers(0, config.codebook_size, size=(FRAMES, config.num_quantizers))
 
 
 def _info(benchmark: Any, side: str) -> None:

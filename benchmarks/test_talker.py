@@ -82,7 +82,7 @@ def _official_prefill(model: Any, inputs: dict[str, np.ndarray]) -> Any:
 
 
 def _impl_prefill(model: Any, inputs: dict[str, np.ndarray]) -> Any:
-    from impl.qwen3_tts.layers import new_cache
+    from impl.common.attention import new_cache
 
     return model.talker(**inputs, cache_position=np.arange(PROMPT), past_key_values=new_cache(model.talker.config.num_hidden_layers),
                         use_cache=True, output_hidden_states=True)  # fmt: skip

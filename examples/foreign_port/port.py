@@ -168,7 +168,7 @@ def perturb(root: Any, layer: str, scale: float) -> None:
     """Scale the parameters of the port's layer `layer` (a port bug in one layer)."""
     for path, module in root.named_modules():
         if port_name(path) == layer:
-            params = [p for p in getattr(module, "_params", ()) if isinstance(getattr(module, p, None), np.ndarray)]
+            params = [p for p in module.params if isinstance(getattr(module, p, None), np.ndarray)]
             if not params:
                 raise SystemExit(f"port.py: layer {layer} has no parameters of its own")
             for param in params:

@@ -1,6 +1,7 @@
 """The code predictor (`talker.code_predictor`): a small decoder with 1-D RoPE that, for each frame, runs
 autoregressively over codebooks 1..G-1 from [talker hidden state, embedding(codebook 0)] (official:
-Qwen3TTSTalkerCodePredictor*, Qwen3TTSDecoderLayer, Qwen3TTSAttention, Qwen3TTSRotaryEmbedding).
+Qwen3TTSTalkerCodePredictor* in qwen_tts/core/models/modeling_qwen3_tts.py, with Qwen3TTSDecoderLayer,
+Qwen3TTSAttention and Qwen3TTSRotaryEmbedding: decoder.py and impl.common).
 
 Step s of its generate embeds the previous code with `codec_embedding[s - 1]`, projects it with
 `small_to_mtp_projection` (a Linear when the widths differ, Identity otherwise) and predicts with
@@ -9,110 +10,56 @@ Step s of its generate embeds the previous code with `codec_embedding[s - 1]`, p
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import generation
-from .layers import (
-    Embedding,
-    Identity,
-    Linear,
-    RMSNorm,
-    TextMLP,
-    apply_rotary_pos_emb,
-    cache_seq_length,
-    cache_update,
-    causal_mask,
-    compute_dtype,
-    default_inv_freq,
-    eager_attention_forward,
-    new_cache,
-)
-from .nn import Module, tapped
+from ..common import generation
+from ..common.config import Config
+from ..common.layers import Embedding, Identity, Linear, RMSNorm
+from ..common.nn import Module, tapped
+from ..common.rope import RotaryEmbedding
+from ..common.transformer import DecoderStack, cache_positions
+from .decoder import Qwen3TTSDecoderLayer
 
 
-class RotaryEmbedding(Module):
-    """Qwen3TTSRotaryEmbedding: cos/sin (batch, positions, head_dim) from position_ids (batch, positions)."""
+@dataclass
+class CodePredictorConfig(Config):
+    """Qwen3TTSTalkerCodePredictorConfig (qwen_tts/core/models/configuration_qwen3_tts.py), the fields used."""
 
-    params = ()
+    vocab_size: int = 2048  # codes per codebook
+    hidden_size: int = 1024  # C, the predictor's width (the talker's may differ: small_to_mtp_projection)
+    intermediate_size: int = 3072  # the MLP's inner width
+    num_hidden_layers: int = 5
+    num_attention_heads: int = 16  # H
+    num_key_value_heads: int | None = 8  # H_kv (None: as many as query heads)
+    head_dim: int = 128  # D
+    hidden_act: str = "silu"
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000
+    rope_scaling: dict | None = None  # only the default RoPE type is implemented
+    attention_bias: bool = False
+    use_sliding_window: bool = False  # not implemented
+    layer_types: list[str] | None = None  # every layer "full_attention" (sliding windows are not implemented)
+    num_code_groups: int = 32  # G codebooks per frame: the predictor fills codebooks 1..G-1
 
-    def __init__(self, head_dim: int, theta: float, attention_scaling: float = 1.0) -> None:
-        self.head_dim, self.theta, self.attention_scaling = head_dim, theta, attention_scaling
-
-    def forward(self, x: np.ndarray, position_ids: np.ndarray, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
-        dtype = compute_dtype(x.dtype)  # official: "Force float32"
-        freqs = np.asarray(position_ids).astype(dtype)[..., None] * default_inv_freq(self.head_dim, self.theta, dtype)
-        emb = np.concatenate([freqs, freqs], axis=-1)
-        cos = np.cos(emb) * np.asarray(self.attention_scaling, dtype)
-        sin = np.sin(emb) * np.asarray(self.attention_scaling, dtype)
-        return cos.astype(x.dtype), sin.astype(x.dtype)
-
-
-class Attention(Module):
-    """Qwen3TTSAttention: GQA with per-head q/k RMSNorm and 1-D RoPE."""
-
-    def __init__(self, config: Any, layer_idx: int) -> None:
-        self.layer_idx = layer_idx
-        self.head_dim = config.head_dim
-        self.scaling = self.head_dim**-0.5
-        bias = config.attention_bias
-        self.q_proj = Linear(config.hidden_size, config.num_attention_heads * self.head_dim, bias=bias)
-        self.k_proj = Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
-        self.v_proj = Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
-        self.o_proj = Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=bias)
-        self.q_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
-        self.k_norm = RMSNorm(self.head_dim, eps=config.rms_norm_eps)
-
-    def forward(self, hidden_states: np.ndarray, position_embeddings: tuple[np.ndarray, np.ndarray],
-                attention_mask: np.ndarray | None, past_key_values: dict | None = None,
-                cache_position: np.ndarray | None = None, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        batch, length = hidden_states.shape[:2]
-        shape = (batch, length, -1, self.head_dim)
-        query = self.q_norm(self.q_proj(hidden_states).reshape(shape)).transpose(0, 2, 1, 3)
-        key = self.k_norm(self.k_proj(hidden_states).reshape(shape)).transpose(0, 2, 1, 3)
-        value = self.v_proj(hidden_states).reshape(shape).transpose(0, 2, 1, 3)
-        cos, sin = position_embeddings
-        query, key = apply_rotary_pos_emb(query, key, cos, sin)
-        if past_key_values is not None:
-            key, value = cache_update(past_key_values, self.layer_idx, key, value)
-        output, weights = eager_attention_forward(query, key, value, attention_mask, self.scaling)
-        return self.o_proj(output.reshape(batch, length, -1)), weights
+    def __post_init__(self) -> None:
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.use_sliding_window or any(t != "full_attention" for t in (self.layer_types or [])):
+            raise NotImplementedError("sliding-window attention in the code predictor is not implemented")
+        if self.rope_scaling is not None and self.rope_scaling.get("rope_type", "default") != "default":
+            raise NotImplementedError("only the default RoPE type is implemented")
 
 
-class DecoderLayer(Module):
-    """Qwen3TTSDecoderLayer: x + attn(norm(x)), then h + mlp(norm(h)); returns a 1-tuple."""
+class CodePredictorModel(DecoderStack):
+    """Qwen3TTSTalkerCodePredictorModel (`talker.code_predictor.model`): the decoder stack with 1-D RoPE over
+    (B, T, C) embeddings, and the embedding tables of codebooks 1..G-1 (in the talker's width)."""
 
-    def __init__(self, config: Any, layer_idx: int) -> None:
-        self.self_attn = Attention(config, layer_idx)
-        self.mlp = TextMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
-        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-
-    def forward(self, hidden_states: np.ndarray, attention_mask: np.ndarray | None = None, position_ids: Any = None,
-                past_key_values: dict | None = None, output_attentions: bool | None = False,
-                use_cache: bool | None = False, cache_position: np.ndarray | None = None,
-                position_embeddings: tuple[np.ndarray, np.ndarray] | None = None, **kwargs: Any) -> tuple:  # fmt: skip
-        residual = hidden_states
-        hidden_states = self.input_layernorm(hidden_states)
-        hidden_states, weights = self.self_attn(
-            hidden_states=hidden_states, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, output_attentions=output_attentions, use_cache=use_cache,
-            cache_position=cache_position, position_embeddings=position_embeddings, **kwargs,
-        )  # fmt: skip
-        hidden_states = residual + hidden_states
-        residual = hidden_states
-        hidden_states = residual + self.mlp(self.post_attention_layernorm(hidden_states))
-        return (hidden_states, weights) if output_attentions else (hidden_states,)
-
-
-class CodePredictorModel(Module):
-    """Qwen3TTSTalkerCodePredictorModel (`talker.code_predictor.model`)."""
-
-    def __init__(self, config: Any, embedding_dim: int) -> None:
+    def __init__(self, config: CodePredictorConfig, embedding_dim: int) -> None:
         self.config = config
-        self.layers = [DecoderLayer(config, i) for i in range(config.num_hidden_layers)]
+        self.layers = [Qwen3TTSDecoderLayer(config, i) for i in range(config.num_hidden_layers)]
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.codec_embedding = [Embedding(config.vocab_size, embedding_dim) for _ in range(config.num_code_groups - 1)]
@@ -127,47 +74,20 @@ class CodePredictorModel(Module):
                 generation_steps: int | None = None, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
         if input_ids is not None or inputs_embeds is None:
             raise ValueError("`input_ids` is expected to be `None`; pass inputs_embeds")
-        output_attentions = bool(output_attentions)
         use_cache = True if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = new_cache()
-        batch, length = inputs_embeds.shape[:2]
-        past_seen = cache_seq_length(past_key_values)
-        if cache_position is None:
-            cache_position = np.arange(past_seen, past_seen + length, dtype=np.int64)
+        past_key_values, cache_position = cache_positions(past_key_values, inputs_embeds.shape[1], use_cache,
+                                                          cache_position)  # fmt: skip
         if position_ids is None:
-            position_ids = np.asarray(cache_position)[None]
-        mask = causal_mask(attention_mask, cache_position, batch, past_seen + length, inputs_embeds.dtype)
-        hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        all_hidden: list[np.ndarray] = []
-        all_attentions: list[np.ndarray] = []
-        for layer in self.layers[: self.config.num_hidden_layers]:
-            if output_hidden_states:
-                all_hidden.append(hidden_states)
-            outputs = layer(hidden_states, attention_mask=mask, position_ids=position_ids,
-                            past_key_values=past_key_values, output_attentions=output_attentions, use_cache=use_cache,
-                            cache_position=cache_position, position_embeddings=position_embeddings)  # fmt: skip
-            hidden_states = outputs[0]
-            if output_attentions:
-                all_attentions.append(outputs[1])
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden.append(hidden_states)
-        out: dict[str, Any] = {"last_hidden_state": hidden_states}
-        if use_cache:
-            out["past_key_values"] = past_key_values
-        if output_hidden_states:
-            out["hidden_states"] = tuple(all_hidden)
-        if output_attentions:
-            out["attentions"] = tuple(all_attentions)
-        return out
+            position_ids = np.asarray(cache_position)[None]  # (1, T)
+        return self.decode(inputs_embeds, attention_mask, position_ids, past_key_values, cache_position, use_cache,
+                           bool(output_attentions), output_hidden_states)  # fmt: skip
 
 
 class CodePredictorForConditionalGeneration(Module):
-    """Qwen3TTSTalkerCodePredictorModelForConditionalGeneration (`talker.code_predictor`)."""
+    """Qwen3TTSTalkerCodePredictorModelForConditionalGeneration (`talker.code_predictor`): one lm_head per
+    codebook 1..G-1. Shapes: B batch, T rows, C the predictor's width, C_talker the talker's."""
 
-    def __init__(self, config: Any, talker_config: Any) -> None:
+    def __init__(self, config: CodePredictorConfig, talker_config: Any) -> None:
         self.config = config
         self.model = CodePredictorModel(config, talker_config.hidden_size)
         self.lm_head = [
@@ -193,14 +113,14 @@ class CodePredictorForConditionalGeneration(Module):
         output_attentions = bool(output_attentions)  # the config's default (False), passed on explicitly
         if inputs_embeds is not None and inputs_embeds.shape[1] > 1:  # prefill: [talker hidden, code 0]
             generation_steps = inputs_embeds.shape[1] - 2
-        else:  # the previous code, embedded by its own codebook's table
+        else:  # the previous code (B, 1), embedded by its own codebook's table: (B, 1, C_talker)
             inputs_embeds = self.model.get_input_embeddings()[generation_steps - 1](input_ids)
-        inputs_embeds = self.small_to_mtp_projection(inputs_embeds)
+        inputs_embeds = self.small_to_mtp_projection(inputs_embeds)  # (B, T, C)
         outputs = self.model(input_ids=None, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
                              output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                              cache_position=cache_position, **kwargs)  # fmt: skip
-        logits = self.lm_head[generation_steps](outputs["last_hidden_state"])
+        logits = self.lm_head[generation_steps](outputs["last_hidden_state"])  # (B, T, vocab)
         out: dict[str, Any] = {"logits": logits}
         for name in ("past_key_values", "hidden_states", "attentions"):
             if outputs.get(name) is not None:
@@ -215,21 +135,5 @@ class CodePredictorForConditionalGeneration(Module):
 
     @tapped
     def generate(self, **kwargs: Any) -> Any:
-        """HF generate over the remaining codebooks (see generation.py); no EOS, no repetition penalty."""
+        """HF generate over the remaining codebooks (impl.common.generation); no EOS, no repetition penalty."""
         return generation.generate(self, num_layers=self.config.num_hidden_layers, **kwargs)
-
-
-def code_predictor_config(raw: dict[str, Any]) -> SimpleNamespace:
-    """The code predictor config with the official class defaults for keys a config.json may omit."""
-    defaults = {"vocab_size": 2048, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 5,
-                "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128, "hidden_act": "silu",
-                "rms_norm_eps": 1e-6, "rope_theta": 10000, "rope_scaling": None, "attention_bias": False,
-                "use_sliding_window": False, "layer_types": None, "num_code_groups": 32}  # fmt: skip
-    config = SimpleNamespace(**{**defaults, **raw})
-    if config.num_key_value_heads is None:
-        config.num_key_value_heads = config.num_attention_heads
-    if config.use_sliding_window or any(t != "full_attention" for t in (config.layer_types or [])):
-        raise NotImplementedError("sliding-window attention in the code predictor is not implemented")
-    if config.rope_scaling is not None and config.rope_scaling.get("rope_type", "default") != "default":
-        raise NotImplementedError("only the default RoPE type is implemented")
-    return config

@@ -9,33 +9,54 @@ conv + 3 residual units, SnakeBeta, conv) -> clamp to [-1, 1]: (B, 1, T * total_
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import ops
-from .codec_layers import (
-    GELU,
-    Conv1d,
-    ConvTranspose1d,
-    Identity,
-    LayerNorm,
-    Linear,
-    ModuleList,
-    Parametrized,
-    activation,
-    attend,
-    causal_mask,
-    rope_cos_sin,
-    rope_inv_freq,
-)
-from .nn import Module, tapped
+from ..common import functional as F
+from ..common.attention import Attention
+from ..common.config import Config
+from ..common.layers import GELU, Conv1d, ConvTranspose1d, GatedMLP, Identity, LayerNorm, Linear, RMSNorm, SnakeBeta
+from ..common.nn import Module, ModuleList, tapped
+from ..common.rope import RotaryEmbedding
+from ..common.transformer import DecoderLayer, DecoderStack
+
+
+@dataclass
+class DecoderConfig(Config):
+    """Qwen3TTSTokenizerV2DecoderConfig (qwen_tts/core/tokenizer_12hz/configuration_qwen3_tts_tokenizer_v2.py)."""
+
+    codebook_size: int = 2048  # entries per codebook
+    codebook_dim: int = 512  # the quantizer's output width (each RVQ half works in codebook_dim / 2)
+    hidden_size: int = 1024  # the pre-transformer's width
+    latent_dim: int = 1024  # width between the quantizer and the upsampling convolutions
+    rope_theta: float = 10000
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 16
+    head_dim: int | None = None  # None: hidden_size / num_attention_heads
+    attention_bias: bool = False
+    sliding_window: int = 72  # every pre-transformer layer attends to this many frames back
+    intermediate_size: int = 3072
+    hidden_act: str = "silu"
+    rms_norm_eps: float = 1e-5
+    num_hidden_layers: int = 8
+    num_quantizers: int = 16  # codebooks per frame
+    upsample_rates: tuple[int, ...] = (8, 5, 4, 3)  # per decoder block (transposed conv stride)
+    upsampling_ratios: tuple[int, ...] = (2, 2)  # per upsample stage after the pre-transformer
+    decoder_dim: int = 1536  # the first decoder block's width, halved by every block
+    attn_implementation: str = "sdpa"  # config._attn_implementation: "eager" returns attention weights
+
+    def __post_init__(self) -> None:
+        self.head_dim = self.head_dim or self.hidden_size // self.num_attention_heads
+
 
 # -- convolutions ----------------------------------------------------------------------------------------
 
 
 class Qwen3TTSTokenizerV2CausalConvNet(Module):
-    """Left-pad by (kernel span - stride), right-pad up to a whole number of strides, then a valid conv."""
+    """Qwen3TTSTokenizerV2CausalConvNet: left-pad by (kernel span - stride), right-pad up to a whole number
+    of strides, then a valid conv: (B, C_in, T) -> (B, C_out, ceil(T / stride))."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, stride: int = 1,
                  groups: int = 1) -> None:  # fmt: skip
@@ -52,11 +73,12 @@ class Qwen3TTSTokenizerV2CausalConvNet(Module):
 
     def forward(self, hidden_state: np.ndarray) -> np.ndarray:
         extra_padding = self._get_extra_padding_for_conv1d(hidden_state.shape[-1])
-        return self.conv(ops.pad1d(hidden_state, self.padding, extra_padding))
+        return self.conv(F.pad1d(hidden_state, self.padding, extra_padding))  # (B, C_out, ceil(T / stride))
 
 
 class Qwen3TTSTokenizerV2CausalTransConvNet(Module):
-    """Transposed conv, then drop the last (kernel - stride) samples (all of the padding on the right)."""
+    """Qwen3TTSTokenizerV2CausalTransConvNet: transposed conv, then drop the last (kernel - stride) samples
+    (all of the padding on the right): (B, C_in, T) -> (B, C_out, T * stride)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> None:
         self.conv = ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride)
@@ -70,10 +92,11 @@ class Qwen3TTSTokenizerV2CausalTransConvNet(Module):
         return np.ascontiguousarray(hidden_state)
 
 
-class Qwen3TTSTokenizerV2ConvNeXtBlock(Parametrized):
-    """x + gamma * pwconv2(gelu(pwconv1(layernorm(dwconv(x))))), channels-last in the middle."""
+class Qwen3TTSTokenizerV2ConvNeXtBlock(Module):
+    """Qwen3TTSTokenizerV2ConvNeXtBlock: x + gamma * pwconv2(gelu(pwconv1(layernorm(dwconv(x))))) on
+    (B, C, T), channels-last in the middle."""
 
-    _params = ("gamma",)
+    params = ("gamma",)
 
     def __init__(self, dim: int) -> None:
         self.dwconv = Qwen3TTSTokenizerV2CausalConvNet(dim, dim, kernel_size=7, groups=dim, dilation=1)
@@ -87,43 +110,20 @@ class Qwen3TTSTokenizerV2ConvNeXtBlock(Parametrized):
         return {"gamma": (self.pwconv2.out_features,)}
 
     def forward(self, hidden_states: np.ndarray) -> np.ndarray:
-        residual = hidden_states
-        hidden_states = self.dwconv(hidden_states).transpose(0, 2, 1)
+        residual = hidden_states  # (B, C, T)
+        hidden_states = self.dwconv(hidden_states).transpose(0, 2, 1)  # (B, T, C)
         hidden_states = self.norm(hidden_states)
-        hidden_states = self.pwconv1(hidden_states)
+        hidden_states = self.pwconv1(hidden_states)  # (B, T, 4C)
         hidden_states = self.act(hidden_states)
-        hidden_states = self.pwconv2(hidden_states)
+        hidden_states = self.pwconv2(hidden_states)  # (B, T, C)
         hidden_states = self.gamma * hidden_states
-        return residual + hidden_states.transpose(0, 2, 1)
-
-
-class SnakeBeta(Parametrized):
-    """x + 1 / (exp(beta) + 1e-9) * sin^2(x * exp(alpha)), per channel (alpha, beta stored as logs)."""
-
-    _params = ("alpha", "beta")
-
-    def __init__(self, in_features: int) -> None:
-        self.in_features = in_features
-        self.no_div_by_zero = 0.000000001
-        self.alpha: np.ndarray | None = None
-        self.beta: np.ndarray | None = None
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"alpha": (self.in_features,), "beta": (self.in_features,)}
-
-    def forward(self, hidden_states: np.ndarray) -> np.ndarray:
-        alpha = np.exp(self.alpha)[None, :, None]
-        beta = np.exp(self.beta)[None, :, None]
-        eps = np.asarray(self.no_div_by_zero, dtype=beta.dtype)
-        periodic = hidden_states * alpha  # in place from here: same operations, fewer temporaries
-        np.sin(periodic, out=periodic)
-        np.square(periodic, out=periodic)
-        periodic *= 1.0 / (beta + eps)
-        periodic += hidden_states
-        return periodic
+        return residual + hidden_states.transpose(0, 2, 1)  # (B, C, T)
 
 
 class Qwen3TTSTokenizerV2DecoderDecoderResidualUnit(Module):
+    """Qwen3TTSTokenizerV2DecoderDecoderResidualUnit: x + conv2(snake(conv1(snake(x)))), kernels 7 (dilated)
+    and 1, on (B, C, T)."""
+
     def __init__(self, dim: int = 16, dilation: int = 1) -> None:
         self.act1 = SnakeBeta(dim)
         self.conv1 = Qwen3TTSTokenizerV2CausalConvNet(dim, dim, kernel_size=7, dilation=dilation)
@@ -137,12 +137,13 @@ class Qwen3TTSTokenizerV2DecoderDecoderResidualUnit(Module):
 
 
 class Qwen3TTSTokenizerV2DecoderDecoderBlock(Module):
-    """SnakeBeta, causal transposed conv (kernel 2 * rate, stride rate), residual units dilated 1, 3, 9."""
+    """Qwen3TTSTokenizerV2DecoderDecoderBlock: SnakeBeta, causal transposed conv (kernel 2 * rate, stride
+    rate), residual units dilated 1, 3, 9: (B, C, T) -> (B, C / 2, T * rate)."""
 
-    def __init__(self, config: dict[str, Any], layer_idx: int) -> None:
-        in_dim = config["decoder_dim"] // 2**layer_idx
-        out_dim = config["decoder_dim"] // 2 ** (layer_idx + 1)
-        rate = config["upsample_rates"][layer_idx]
+    def __init__(self, config: DecoderConfig, layer_idx: int) -> None:
+        in_dim = config.decoder_dim // 2**layer_idx
+        out_dim = config.decoder_dim // 2 ** (layer_idx + 1)
+        rate = config.upsample_rates[layer_idx]
         block: list[Module] = [
             SnakeBeta(in_dim),
             Qwen3TTSTokenizerV2CausalTransConvNet(in_dim, out_dim, 2 * rate, rate),
@@ -150,7 +151,7 @@ class Qwen3TTSTokenizerV2DecoderDecoderBlock(Module):
         block += [Qwen3TTSTokenizerV2DecoderDecoderResidualUnit(out_dim, dilation) for dilation in (1, 3, 9)]
         self.block = ModuleList(block)
 
-    def forward(self, hidden: np.ndarray) -> np.ndarray:
+    def forward(self, hidden: np.ndarray, **kwargs: Any) -> np.ndarray:
         for block in self.block:
             hidden = block(hidden)
         return hidden
@@ -159,128 +160,38 @@ class Qwen3TTSTokenizerV2DecoderDecoderBlock(Module):
 # -- pre-transformer ------------------------------------------------------------------------------------
 
 
-class Qwen3TTSTokenizerV2DecoderRMSNorm(Parametrized):
-    """w * x / sqrt(mean(x^2) + eps). (Official: computed in float32; here in the input's dtype.)"""
+class Qwen3TTSTokenizerV2DecoderAttention(Attention):
+    """Qwen3TTSTokenizerV2DecoderAttention: transformers' Qwen3 attention with nn.Identity q/k norms."""
 
-    _params = ("weight",)
-
-    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-        self.hidden_size, self.variance_epsilon = hidden_size, eps
-        self.weight: np.ndarray | None = None
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"weight": (self.hidden_size,)}
-
-    def forward(self, hidden_states: np.ndarray) -> np.ndarray:
-        return ops.rms_norm(hidden_states, self.weight, self.variance_epsilon)
+    def __init__(self, config: DecoderConfig, layer_idx: int) -> None:
+        super().__init__(config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+                         layer_idx, bias=config.attention_bias, qk_norm="identity",
+                         implementation=config.attn_implementation)  # fmt: skip
 
 
-class Qwen3TTSTokenizerV2DecoderLayerScale(Parametrized):
-    _params = ("scale",)
+class Qwen3TTSTokenizerV2DecoderTransformerLayer(DecoderLayer):
+    """Qwen3TTSTokenizerV2DecoderTransformerLayer: the Qwen3 layer with layer-scaled branches; returns the
+    hidden states (B, T, C)."""
 
-    def __init__(self) -> None:
-        self.scale: np.ndarray | None = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.scale * x
-
-
-class Qwen3TTSTokenizerV2DecoderRotatoryEmbedding(Module):
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-        self.rope_theta = config["rope_theta"]
-
-    def forward(self, x: np.ndarray, position_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inv_freq = rope_inv_freq(self.head_dim, self.rope_theta, np.promote_types(x.dtype, np.float32))
-        return rope_cos_sin(inv_freq, position_ids, x.dtype)
+    def __init__(self, config: DecoderConfig, layer_idx: int) -> None:
+        super().__init__(Qwen3TTSTokenizerV2DecoderAttention(config, layer_idx),
+                         GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act),
+                         RMSNorm(config.hidden_size, config.rms_norm_eps), RMSNorm(config.hidden_size, config.rms_norm_eps),
+                         layer_scale_dim=config.hidden_size, returns_tuple=False)  # fmt: skip
 
 
-class Qwen3TTSTokenizerV2DecoderAttention(Module):
-    def __init__(self, config: dict[str, Any], layer_idx: int) -> None:
-        hidden, heads, kv_heads = config["hidden_size"], config["num_attention_heads"], config["num_key_value_heads"]
-        bias = config.get("attention_bias", False)
-        self.layer_idx = layer_idx
-        self.head_dim = config.get("head_dim") or hidden // heads
-        self.num_key_value_groups = heads // kv_heads
-        self.scaling = self.head_dim**-0.5
-        self.sliding_window = config["sliding_window"]
-        self.attn_implementation = config.get("_attn_implementation", "sdpa")
-        self.q_proj = Linear(hidden, heads * self.head_dim, bias=bias)
-        self.k_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias)
-        self.v_proj = Linear(hidden, kv_heads * self.head_dim, bias=bias)
-        self.o_proj = Linear(heads * self.head_dim, hidden, bias=bias)
-        self.q_norm = Identity()
-        self.k_norm = Identity()
+class Qwen3TTSTokenizerV2DecoderTransformerModel(DecoderStack):
+    """Qwen3TTSTokenizerV2DecoderTransformerModel: input_proj -> layers (every one sliding-window causal)
+    -> norm -> output_proj, (B, T, latent) -> (B, T, latent)."""
 
-    def forward(self, hidden_states: np.ndarray, position_embeddings: tuple[np.ndarray, np.ndarray],
-                attention_mask: np.ndarray | None, past_key_values: Any = None, cache_position: Any = None,
-                **kwargs: Any) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-        if past_key_values is not None:
-            raise NotImplementedError("KV caches are not used by the codec")
-        hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
-        query = self.q_norm(self.q_proj(hidden_states).reshape(hidden_shape)).transpose(0, 2, 1, 3)
-        key = self.k_norm(self.k_proj(hidden_states).reshape(hidden_shape)).transpose(0, 2, 1, 3)
-        value = self.v_proj(hidden_states).reshape(hidden_shape).transpose(0, 2, 1, 3)
-        cos, sin = (p[:, None] for p in position_embeddings)  # broadcast over heads
-        query, key = ops.apply_rotary(query, cos, sin), ops.apply_rotary(key, cos, sin)
-        output, weights = attend(query, key, value, attention_mask, self.scaling, self.attn_implementation)
-        if self.attn_implementation != "eager":
-            weights = None  # transformers' sdpa_attention_forward returns no weights
-        output = self.o_proj(output.reshape(*hidden_states.shape[:-1], -1))
-        return output, weights
-
-
-class Qwen3TTSTokenizerV2DecoderMlp(Module):
-    """down(act(gate(x)) * up(x))"""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        hidden, inter = config["hidden_size"], config["intermediate_size"]
-        self.gate_proj = Linear(hidden, inter, bias=False)
-        self.up_proj = Linear(hidden, inter, bias=False)
-        self.down_proj = Linear(inter, hidden, bias=False)
-        self.act_fn = activation(config.get("hidden_act", "silu"))
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
-class Qwen3TTSTokenizerV2DecoderTransformerLayer(Module):
-    def __init__(self, config: dict[str, Any], layer_idx: int) -> None:
-        eps = config["rms_norm_eps"]
-        self.self_attn = Qwen3TTSTokenizerV2DecoderAttention(config, layer_idx)
-        self.mlp = Qwen3TTSTokenizerV2DecoderMlp(config)
-        self.input_layernorm = Qwen3TTSTokenizerV2DecoderRMSNorm(config["hidden_size"], eps)
-        self.post_attention_layernorm = Qwen3TTSTokenizerV2DecoderRMSNorm(config["hidden_size"], eps)
-        self.self_attn_layer_scale = Qwen3TTSTokenizerV2DecoderLayerScale()
-        self.mlp_layer_scale = Qwen3TTSTokenizerV2DecoderLayerScale()
-        self.attention_type = "sliding_attention"
-
-    def forward(self, hidden_states: np.ndarray, attention_mask: np.ndarray | None = None, position_ids: Any = None,
-                past_key_values: Any = None, use_cache: Any = False, cache_position: Any = None,
-                **kwargs: Any) -> np.ndarray:  # fmt: skip
-        residual = hidden_states
-        hidden_states = self.input_layernorm(hidden_states)
-        hidden_states, _ = self.self_attn(hidden_states=hidden_states, attention_mask=attention_mask,
-                                          position_ids=position_ids, past_key_values=past_key_values,
-                                          use_cache=use_cache, cache_position=cache_position, **kwargs)  # fmt: skip
-        hidden_states = residual + self.self_attn_layer_scale(hidden_states)
-        residual = hidden_states
-        hidden_states = self.mlp(self.post_attention_layernorm(hidden_states))
-        return residual + self.mlp_layer_scale(hidden_states)
-
-
-class Qwen3TTSTokenizerV2DecoderTransformerModel(Module):
-    """input_proj -> layers (every one sliding-window causal) -> norm -> output_proj."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.num_hidden_layers = config["num_hidden_layers"]
-        self.layers = [Qwen3TTSTokenizerV2DecoderTransformerLayer(config, i) for i in range(self.num_hidden_layers)]
-        self.norm = Qwen3TTSTokenizerV2DecoderRMSNorm(config["hidden_size"], eps=config["rms_norm_eps"])
-        self.rotary_emb = Qwen3TTSTokenizerV2DecoderRotatoryEmbedding(config)
-        self.window_size = config["sliding_window"]
-        self.attn_implementation = config.get("_attn_implementation", "sdpa")
-        self.input_proj = Linear(config["latent_dim"], config["hidden_size"])
-        self.output_proj = Linear(config["hidden_size"], config["latent_dim"])
+    def __init__(self, config: DecoderConfig) -> None:
+        self.config = config
+        self.layers = [Qwen3TTSTokenizerV2DecoderTransformerLayer(config, i) for i in range(config.num_hidden_layers)]
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.head_dim, config.rope_theta)
+        self.window_size = config.sliding_window
+        self.input_proj = Linear(config.latent_dim, config.hidden_size)
+        self.output_proj = Linear(config.hidden_size, config.latent_dim)
 
     def forward(self, input_ids: Any = None, attention_mask: Any = None, position_ids: np.ndarray | None = None,
                 past_key_values: Any = None, inputs_embeds: np.ndarray | None = None, use_cache: Any = None,
@@ -289,35 +200,29 @@ class Qwen3TTSTokenizerV2DecoderTransformerModel(Module):
             raise ValueError("the codec pre-transformer takes inputs_embeds only")
         if past_key_values is not None or use_cache:
             raise NotImplementedError("KV caches are not used by the codec")
-        inputs_embeds = self.input_proj(inputs_embeds)
-        batch, length = inputs_embeds.shape[:2]
+        inputs_embeds = self.input_proj(inputs_embeds)  # (B, T, C)
         if cache_position is None:
-            cache_position = np.arange(length, dtype=np.int64)
+            cache_position = np.arange(inputs_embeds.shape[1], dtype=np.int64)
         if position_ids is None:
-            position_ids = cache_position[None]
-        if isinstance(attention_mask, dict):
-            mask = attention_mask["sliding_attention"]
-        elif attention_mask is None:
-            mask = causal_mask(batch, length, self.window_size, self.attn_implementation, inputs_embeds.dtype)
-        else:
+            position_ids = cache_position[None]  # (1, T)
+        if isinstance(attention_mask, dict):  # prepared by the caller, one mask per layer type
+            attention_mask = attention_mask["sliding_attention"]
+        elif attention_mask is not None:
             raise NotImplementedError("padding masks are not used by the codec")
-        hidden_states = inputs_embeds
-        position_embeddings = self.rotary_emb(hidden_states, position_ids)
-        for layer in self.layers[: self.num_hidden_layers]:
-            hidden_states = layer(hidden_states, attention_mask=mask, position_ids=position_ids,
-                                  past_key_values=None, use_cache=use_cache, cache_position=cache_position,
-                                  position_embeddings=position_embeddings)  # fmt: skip
-        hidden_states = self.output_proj(self.norm(hidden_states))
-        return {"last_hidden_state": hidden_states}
+        hidden_states = self.decode(inputs_embeds, attention_mask, position_ids, None, cache_position, use_cache,
+                                    sliding_window=self.window_size,
+                                    boolean_mask=self.config.attn_implementation != "eager")["last_hidden_state"]  # fmt: skip
+        return {"last_hidden_state": self.output_proj(hidden_states)}
 
 
 # -- split residual vector quantizer (decode only) ---------------------------------------------------------
 
 
-class EuclideanCodebook(Parametrized):
-    """codebook = embedding_sum / clamp(cluster_usage, min=epsilon), looked up by code."""
+class EuclideanCodebook(Module):
+    """EuclideanCodebook: codebook = embedding_sum / clamp(cluster_usage, min=epsilon), looked up by code:
+    (B, T) -> (B, T, dim)."""
 
-    _params = ("cluster_usage", "embedding_sum")
+    params = ("cluster_usage", "embedding_sum")
 
     def __init__(self, dim: int, codebook_size: int, epsilon: float = 1e-5) -> None:
         self.dim, self.codebook_size, self.epsilon = dim, codebook_size, epsilon
@@ -330,11 +235,13 @@ class EuclideanCodebook(Parametrized):
     @tapped
     def decode(self, codes: np.ndarray) -> np.ndarray:
         usage = np.maximum(self.cluster_usage, np.asarray(self.epsilon, dtype=self.cluster_usage.dtype))
-        embedding = self.embedding_sum / usage[:, None]
-        return ops.embedding(codes, embedding)
+        embedding = self.embedding_sum / usage[:, None]  # (codebook_size, dim)
+        return embedding[np.asarray(codes, dtype=np.int64)]
 
 
 class VectorQuantization(Module):
+    """VectorQuantization (decode): codes (B, T) -> (B, dim, T)."""
+
     def __init__(self, dim: int, codebook_size: int, epsilon: float = 1e-5) -> None:
         self.project_out = Identity()  # the decoder's codebooks have dim == codebook_dim: no projection
         self.epsilon = epsilon
@@ -343,23 +250,27 @@ class VectorQuantization(Module):
 
     @tapped
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        quantized = self.project_out(self._codebook.decode(codes))
-        return np.ascontiguousarray(quantized.transpose(0, 2, 1))
+        quantized = self.project_out(self._codebook.decode(codes))  # (B, T, dim)
+        return np.ascontiguousarray(quantized.transpose(0, 2, 1))  # (B, dim, T)
 
 
 class ResidualVectorQuantization(Module):
+    """ResidualVectorQuantization (decode): the sum of every codebook's vectors, codes (K, B, T) -> (B, dim, T)."""
+
     def __init__(self, num_quantizers: int, dim: int, codebook_size: int) -> None:
         self.layers = [VectorQuantization(dim, codebook_size) for _ in range(num_quantizers)]
 
     @tapped
     def decode(self, codes: np.ndarray) -> np.ndarray:
         quantized: Any = 0
-        for idx, layer_codes in enumerate(codes):  # codes: (K, B, T)
+        for idx, layer_codes in enumerate(codes):  # (B, T) each
             quantized = quantized + self.layers[idx].decode(layer_codes)
         return quantized
 
 
 class ResidualVectorQuantizer(Module):
+    """ResidualVectorQuantizer (decode): codes (B, K, T) -> RVQ sum (B, dim, T) -> output_proj (B, out, T)."""
+
     def __init__(self, dimension: int, input_dimension: int, output_dimension: int, n_q: int, bins: int) -> None:
         self.n_q = n_q
         self.dimension = dimension
@@ -369,12 +280,13 @@ class ResidualVectorQuantizer(Module):
 
     @tapped
     def decode(self, codes: np.ndarray) -> np.ndarray:
-        quantized = self.vq.decode(np.swapaxes(codes, 0, 1))
+        quantized = self.vq.decode(np.swapaxes(codes, 0, 1))  # (K, B, T) in, (B, dim, T) out
         return self.output_proj(quantized)
 
 
 class SplitResidualVectorQuantizer(Module):
-    """The first n_q_semantic codebooks through rvq_first, the rest through rvq_rest; outputs summed."""
+    """SplitResidualVectorQuantizer (decode): the first n_q_semantic codebooks through rvq_first, the rest
+    through rvq_rest, outputs summed: codes (B, Q, T) -> (B, codebook_dim, T)."""
 
     def __init__(self, n_q: int, n_q_semantic: int, dimension: int, input_dimension: int, output_dimension: int,
                  bins: int) -> None:  # fmt: skip
@@ -395,40 +307,43 @@ class SplitResidualVectorQuantizer(Module):
 
 
 class Qwen3TTSTokenizerV2Decoder(Module):
-    def __init__(self, config: dict[str, Any]) -> None:
+    """Qwen3TTSTokenizerV2Decoder (`speech_tokenizer.decoder`): codes (B, Q, T) -> waveform
+    (B, 1, T * total_upsample) in [-1, 1]."""
+
+    def __init__(self, config: DecoderConfig) -> None:
         self.config = config
-        self.total_upsample = int(np.prod(list(config["upsample_rates"]) + list(config["upsampling_ratios"])))
+        self.total_upsample = int(np.prod(list(config.upsample_rates) + list(config.upsampling_ratios)))
         self.pre_transformer = Qwen3TTSTokenizerV2DecoderTransformerModel(config)
         self.quantizer = SplitResidualVectorQuantizer(
-            n_q=config["num_quantizers"], n_q_semantic=1, dimension=config["codebook_dim"] // 2,
-            input_dimension=config["codebook_dim"], output_dimension=config["codebook_dim"],
-            bins=config["codebook_size"],
+            n_q=config.num_quantizers, n_q_semantic=1, dimension=config.codebook_dim // 2,
+            input_dimension=config.codebook_dim, output_dimension=config.codebook_dim,
+            bins=config.codebook_size,
         )  # fmt: skip
-        self.pre_conv = Qwen3TTSTokenizerV2CausalConvNet(config["codebook_dim"], config["latent_dim"], kernel_size=3)
-        latent = config["latent_dim"]
+        self.pre_conv = Qwen3TTSTokenizerV2CausalConvNet(config.codebook_dim, config.latent_dim, kernel_size=3)
+        latent = config.latent_dim
         self.upsample = ModuleList(
             ModuleList([Qwen3TTSTokenizerV2CausalTransConvNet(latent, latent, factor, factor),
                         Qwen3TTSTokenizerV2ConvNeXtBlock(latent)])
-            for factor in config["upsampling_ratios"]
+            for factor in config.upsampling_ratios
         )  # fmt: skip
-        decoder: list[Module] = [Qwen3TTSTokenizerV2CausalConvNet(latent, config["decoder_dim"], 7)]
-        decoder += [Qwen3TTSTokenizerV2DecoderDecoderBlock(config, i) for i in range(len(config["upsample_rates"]))]
-        output_dim = config["decoder_dim"] // 2 ** len(config["upsample_rates"])
+        decoder: list[Module] = [Qwen3TTSTokenizerV2CausalConvNet(latent, config.decoder_dim, 7)]
+        decoder += [Qwen3TTSTokenizerV2DecoderDecoderBlock(config, i) for i in range(len(config.upsample_rates))]
+        output_dim = config.decoder_dim // 2 ** len(config.upsample_rates)
         decoder += [SnakeBeta(output_dim), Qwen3TTSTokenizerV2CausalConvNet(output_dim, 1, 7)]
         self.decoder = ModuleList(decoder)
 
     def forward(self, codes: np.ndarray) -> np.ndarray:
-        if codes.shape[1] != self.config["num_quantizers"]:
-            raise ValueError(f"Expected {self.config['num_quantizers']} layer of codes, got {codes.shape[1]}")
-        hidden = self.quantizer.decode(codes)
-        hidden = np.ascontiguousarray(self.pre_conv(hidden).transpose(0, 2, 1))
+        if codes.shape[1] != self.config.num_quantizers:
+            raise ValueError(f"Expected {self.config.num_quantizers} layer of codes, got {codes.shape[1]}")
+        hidden = self.quantizer.decode(codes)  # (B, codebook_dim, T)
+        hidden = np.ascontiguousarray(self.pre_conv(hidden).transpose(0, 2, 1))  # (B, T, latent)
         hidden = self.pre_transformer(inputs_embeds=hidden)["last_hidden_state"]
-        hidden = np.ascontiguousarray(hidden.transpose(0, 2, 1))
-        for blocks in self.upsample:
+        hidden = np.ascontiguousarray(hidden.transpose(0, 2, 1))  # (B, latent, T)
+        for blocks in self.upsample:  # (B, latent, T * ratio) per stage
             for block in blocks:
                 hidden = block(hidden)
         wav = hidden
-        for block in self.decoder:
+        for block in self.decoder:  # (B, decoder_dim / 2^i, T * rates so far), then (B, 1, T * total_upsample)
             wav = block(wav)
         return np.clip(wav, -1, 1)
 

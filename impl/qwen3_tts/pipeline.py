@@ -23,6 +23,8 @@ HARD_DEFAULTS = {"do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 0.
 
 @dataclass
 class VoiceClonePromptItem:
+    """VoiceClonePromptItem (qwen_tts/inference/qwen3_tts_model.py): one reference for voice cloning."""
+
     ref_code: np.ndarray | None  # (frames, codebooks)
     ref_spk_embedding: np.ndarray  # (hidden,)
     x_vector_only_mode: bool
@@ -35,7 +37,8 @@ def _as_list(x: Any) -> list[Any]:
 
 
 class Qwen3TTSModel:
-    """The official wrapper's generation API over the NumPy model."""
+    """Qwen3TTSModel (qwen_tts/inference/qwen3_tts_model.py), the official wrapper's generation API, over the
+    NumPy model."""
 
     def __init__(self, model: Qwen3TTSForConditionalGeneration, tokenizer: text_frontend.QwenTokenizer | None = None):
         self.model = model

@@ -1,6 +1,6 @@
 """The speaker encoder: a 128-bin log-mel spectrogram and an ECAPA-TDNN (official: `mel_spectrogram`,
 `Qwen3TTSSpeakerEncoder`, `TimeDelayNetBlock`, `Res2NetBlock`, `SqueezeExcitationBlock`,
-`SqueezeExcitationRes2NetBlock`, `AttentiveStatisticsPooling` in modeling_qwen3_tts.py).
+`SqueezeExcitationRes2NetBlock`, `AttentiveStatisticsPooling` in qwen_tts/core/models/modeling_qwen3_tts.py).
 
 Mel details mirrored from the official `mel_spectrogram` (which calls librosa and torch.stft):
 librosa's slaney mel filterbank (slaney mel scale, slaney area normalisation, built in float64 and
@@ -11,13 +11,31 @@ log(max(mel, 1e-5)). Every convolution pads "same" with reflection.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .layers import softmax
-from .nn import Module, tapped_function
+from ..common.config import Config
+from ..common.functional import softmax
+from ..common.layers import Conv1d, ReLU, Sigmoid, Tanh
+from ..common.nn import Module, tapped_function
+
+
+@dataclass
+class SpeakerEncoderConfig(Config):
+    """Qwen3TTSSpeakerEncoderConfig (qwen_tts/core/models/configuration_qwen3_tts.py)."""
+
+    mel_dim: int = 128  # mel bins in
+    enc_dim: int = 1024  # x-vector width out
+    enc_channels: list[int] = field(default_factory=lambda: [512, 512, 512, 512, 1536])  # per block, then the MFA
+    enc_kernel_sizes: list[int] = field(default_factory=lambda: [5, 3, 3, 3, 1])
+    enc_dilations: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 1])
+    enc_attention_channels: int = 128  # attentive statistics pooling's hidden width
+    enc_res2net_scale: int = 8  # Res2Net channel groups
+    enc_se_channels: int = 128  # squeeze-excitation bottleneck
+    sample_rate: int = 24000
+
 
 # -- mel spectrogram ---------------------------------------------------------------------------------------------
 
@@ -66,7 +84,7 @@ def stft_magnitude(y: np.ndarray, n_fft: int, hop: int, window: np.ndarray) -> n
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft, axis=-1)[..., ::hop, :]  # (B, frames, n_fft)
     spec = np.fft.rfft(frames * window, n=n_fft, axis=-1)  # float32 in, complex64 out (numpy >= 2)
     power = spec.real * spec.real + spec.imag * spec.imag
-    return np.sqrt(power + np.asarray(1e-9, dtype=power.dtype)).swapaxes(-1, -2)
+    return np.sqrt(power + np.asarray(1e-9, dtype=power.dtype)).swapaxes(-1, -2)  # (B, n_fft / 2 + 1, frames)
 
 
 @tapped_function("mel_spectrogram")
@@ -82,73 +100,28 @@ def mel_spectrogram(y: np.ndarray, n_fft: int, num_mels: int, sampling_rate: int
         left = (n_fft - win_size) // 2
         window = np.pad(window, (left, n_fft - win_size - left))
     padding = (n_fft - hop_size) // 2
-    y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(padding, padding)], mode="reflect")
+    y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(padding, padding)], mode="reflect")  # (B, samples + 2 * padding)
     if center:
         y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode="reflect")
-    spec = stft_magnitude(y, n_fft, hop_size, window)
-    mel = mel_basis @ spec
+    spec = stft_magnitude(y, n_fft, hop_size, window)  # (B, n_fft / 2 + 1, frames)
+    mel = mel_basis @ spec  # (num_mels, n_fft / 2 + 1) @ -> (B, num_mels, frames)
     return np.log(np.maximum(mel, np.asarray(1e-5, dtype)))  # dynamic_range_compression
 
 
 # -- ECAPA-TDNN ----------------------------------------------------------------------------------------------------
 
 
-class Conv1d(Module):
-    """nn.Conv1d(padding="same", padding_mode="reflect"): reflect-pad d(k-1) samples (the extra one on the
-    right), then a valid convolution as one matrix product over (channel, tap) windows."""
-
-    params = ("weight", "bias")
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> None:
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.dilation = kernel_size, dilation
-        self.weight: np.ndarray | None = None
-        self.bias: np.ndarray | None = None
-
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"weight": (self.out_channels, self.in_channels, self.kernel_size), "bias": (self.out_channels,)}
-
-    def forward(self, input: np.ndarray, **kwargs: Any) -> np.ndarray:
-        total = self.dilation * (self.kernel_size - 1)
-        x = input
-        if total:
-            x = np.pad(x, ((0, 0), (0, 0), (total // 2, total - total // 2)), mode="reflect")
-        length = x.shape[-1] - total
-        # windows[b, c, t, k] = x[b, c, t + k * dilation]
-        windows = np.stack(
-            [x[:, :, k * self.dilation : k * self.dilation + length] for k in range(self.kernel_size)], -1
-        )
-        cols = windows.transpose(0, 2, 1, 3).reshape(x.shape[0], length, -1)  # (B, L, C * K)
-        out = cols @ self.weight.reshape(self.out_channels, -1).T + self.bias  # (B, L, C_out)
-        return np.ascontiguousarray(out.transpose(0, 2, 1))
-
-
-class ReLU(Module):
-    params = ()
-
-    def forward(self, input: np.ndarray, **kwargs: Any) -> np.ndarray:
-        return np.maximum(input, 0)
-
-
-class Sigmoid(Module):
-    params = ()
-
-    def forward(self, input: np.ndarray, **kwargs: Any) -> np.ndarray:
-        return 1 / (1 + np.exp(-input))
-
-
-class Tanh(Module):
-    params = ()
-
-    def forward(self, input: np.ndarray, **kwargs: Any) -> np.ndarray:
-        return np.tanh(input)
+def same_conv(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1) -> Conv1d:
+    """Every speaker-encoder convolution: nn.Conv1d(padding="same", padding_mode="reflect"), summed as torch does."""
+    return Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, padding="same", padding_mode="reflect",
+                  im2col=True)  # fmt: skip
 
 
 class TimeDelayNetBlock(Module):
-    """relu(conv(x))."""
+    """TimeDelayNetBlock: relu(conv(x)), (B, C_in, T) -> (B, C_out, T)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int) -> None:
-        self.conv = Conv1d(in_channels, out_channels, kernel_size, dilation)
+        self.conv = same_conv(in_channels, out_channels, kernel_size, dilation)
         self.activation = ReLU()
 
     def forward(self, hidden_states: np.ndarray, **kwargs: Any) -> np.ndarray:
@@ -162,8 +135,8 @@ def torch_chunk(x: np.ndarray, chunks: int, axis: int) -> list[np.ndarray]:
 
 
 class Res2NetBlock(Module):
-    """Split the channels in `scale` groups; group 0 passes through, group i > 0 goes through TDNN i - 1 after
-    adding the previous group's output (i > 1)."""
+    """Res2NetBlock: split the channels of (B, C, T) in `scale` groups; group 0 passes through, group i > 0
+    goes through TDNN i - 1 after adding the previous group's output (i > 1); concatenate."""
 
     def __init__(
         self, in_channels: int, out_channels: int, scale: int = 8, kernel_size: int = 3, dilation: int = 1
@@ -175,7 +148,7 @@ class Res2NetBlock(Module):
     def forward(self, hidden_states: np.ndarray, **kwargs: Any) -> np.ndarray:
         outputs = []
         output_part = None
-        for i, part in enumerate(torch_chunk(hidden_states, self.scale, axis=1)):
+        for i, part in enumerate(torch_chunk(hidden_states, self.scale, axis=1)):  # (B, C / scale, T) each
             if i == 0:
                 output_part = part
             elif i == 1:
@@ -183,36 +156,36 @@ class Res2NetBlock(Module):
             else:
                 output_part = self.blocks[i - 1](part + output_part)
             outputs.append(output_part)
-        return np.concatenate(outputs, axis=1)
+        return np.concatenate(outputs, axis=1)  # (B, C, T)
 
 
 class SqueezeExcitationBlock(Module):
-    """x * sigmoid(conv2(relu(conv1(mean over time of x))))."""
+    """SqueezeExcitationBlock: x * sigmoid(conv2(relu(conv1(mean over time of x)))) on (B, C, T)."""
 
     def __init__(self, in_channels: int, se_channels: int, out_channels: int) -> None:
-        self.conv1 = Conv1d(in_channels, se_channels, 1)
+        self.conv1 = same_conv(in_channels, se_channels, 1)
         self.relu = ReLU()
-        self.conv2 = Conv1d(se_channels, out_channels, 1)
+        self.conv2 = same_conv(se_channels, out_channels, 1)
         self.sigmoid = Sigmoid()
 
     def forward(self, hidden_states: np.ndarray, **kwargs: Any) -> np.ndarray:
-        mean = hidden_states.mean(axis=2, keepdims=True)
-        mean = self.sigmoid(self.conv2(self.relu(self.conv1(mean))))
+        mean = hidden_states.mean(axis=2, keepdims=True)  # (B, C, 1)
+        mean = self.sigmoid(self.conv2(self.relu(self.conv1(mean))))  # (B, se, 1) inside, (B, C, 1) out
         return hidden_states * mean
 
 
 class AttentiveStatisticsPooling(Module):
-    """Attention over time from [x, global mean, global std], then the attention-weighted mean and std of x
-    per channel: (batch, 2 * channels, 1)."""
+    """AttentiveStatisticsPooling: attention over time from [x, global mean, global std], then the
+    attention-weighted mean and std of x per channel: (B, C, T) -> (B, 2C, 1)."""
 
     def __init__(self, channels: int, attention_channels: int = 128) -> None:
         self.eps = 1e-12
         self.tdnn = TimeDelayNetBlock(channels * 3, attention_channels, 1, 1)
         self.tanh = Tanh()
-        self.conv = Conv1d(attention_channels, channels, 1)
+        self.conv = same_conv(attention_channels, channels, 1)
 
     def _compute_statistics(self, x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # mean = sum(m x), std = sqrt(max(sum(m (x - mean)^2), eps))
+        # mean = sum(m x), std = sqrt(max(sum(m (x - mean)^2), eps)); (B, C) each
         mean = (m * x).sum(axis=2)
         std = np.sqrt(np.maximum((m * (x - mean[:, :, None]) ** 2).sum(axis=2), self.eps))
         return mean, std
@@ -222,18 +195,18 @@ class AttentiveStatisticsPooling(Module):
         mask = np.ones((hidden_states.shape[0], 1, seq_length), dtype=hidden_states.dtype)  # every frame is real
         total = mask.sum(axis=2, keepdims=True)
         mean, std = self._compute_statistics(hidden_states, mask / total)
-        mean = np.repeat(mean[:, :, None], seq_length, axis=2)
+        mean = np.repeat(mean[:, :, None], seq_length, axis=2)  # (B, C, T)
         std = np.repeat(std[:, :, None], seq_length, axis=2)
-        attention = np.concatenate([hidden_states, mean, std], axis=1)
-        attention = self.conv(self.tanh(self.tdnn(attention)))
+        attention = np.concatenate([hidden_states, mean, std], axis=1)  # (B, 3C, T)
+        attention = self.conv(self.tanh(self.tdnn(attention)))  # (B, C, T)
         attention = np.where(mask == 0, -np.inf, attention)
-        attention = softmax(attention, axis=2)
+        attention = softmax(attention, axis=2)  # over time
         mean, std = self._compute_statistics(hidden_states, attention)
-        return np.concatenate([mean, std], axis=1)[:, :, None]
+        return np.concatenate([mean, std], axis=1)[:, :, None]  # (B, 2C, 1)
 
 
 class SqueezeExcitationRes2NetBlock(Module):
-    """x + se(tdnn2(res2net(tdnn1(x))))."""
+    """SqueezeExcitationRes2NetBlock: x + se(tdnn2(res2net(tdnn1(x)))) on (B, C, T)."""
 
     def __init__(self, in_channels: int, out_channels: int, res2net_scale: int = 8, se_channels: int = 128,
                  kernel_size: int = 1, dilation: int = 1) -> None:  # fmt: skip
@@ -252,7 +225,7 @@ class SqueezeExcitationRes2NetBlock(Module):
 class SpeakerEncoder(Module):
     """Qwen3TTSSpeakerEncoder (ECAPA-TDNN): mel (batch, frames, mel_dim) -> x-vector (batch, enc_dim)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: SpeakerEncoderConfig) -> None:
         channels, kernels, dilations = config.enc_channels, config.enc_kernel_sizes, config.enc_dilations
         if not len(channels) == len(kernels) == len(dilations):
             raise ValueError("enc_channels, enc_kernel_sizes and enc_dilations should have same length")
@@ -263,21 +236,14 @@ class SpeakerEncoder(Module):
                                                              config.enc_se_channels, kernels[i], dilations[i]))  # fmt: skip
         self.mfa = TimeDelayNetBlock(channels[-1], channels[-1], kernels[-1], dilations[-1])
         self.asp = AttentiveStatisticsPooling(channels[-1], attention_channels=config.enc_attention_channels)
-        self.fc = Conv1d(channels[-1] * 2, config.enc_dim, 1)
+        self.fc = same_conv(channels[-1] * 2, config.enc_dim, 1)
 
     def forward(self, hidden_states: np.ndarray, **kwargs: Any) -> np.ndarray:
-        hidden_states = np.swapaxes(hidden_states, 1, 2)
+        hidden_states = np.swapaxes(hidden_states, 1, 2)  # (B, mel_dim, frames)
         outputs = []
         for layer in self.blocks:
-            hidden_states = layer(hidden_states)
+            hidden_states = layer(hidden_states)  # (B, channels[i], frames)
             outputs.append(hidden_states)
-        hidden_states = self.mfa(np.concatenate(outputs[1:], axis=1))  # multi-layer feature aggregation
-        hidden_states = self.fc(self.asp(hidden_states))
-        return hidden_states[..., 0]
-
-
-def speaker_encoder_config(raw: dict[str, Any]) -> SimpleNamespace:
-    defaults = {"mel_dim": 128, "enc_dim": 1024, "enc_channels": [512, 512, 512, 512, 1536],
-                "enc_kernel_sizes": [5, 3, 3, 3, 1], "enc_dilations": [1, 2, 3, 4, 1], "enc_attention_channels": 128,
-                "enc_res2net_scale": 8, "enc_se_channels": 128, "sample_rate": 24000}  # fmt: skip
-    return SimpleNamespace(**{**defaults, **raw})
+        hidden_states = self.mfa(np.concatenate(outputs[1:], axis=1))  # multi-layer feature aggregation (B, C, T)
+        hidden_states = self.fc(self.asp(hidden_states))  # (B, 2C, 1) -> (B, enc_dim, 1)
+        return hidden_states[..., 0]  # (B, enc_dim)

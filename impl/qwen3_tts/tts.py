@@ -25,44 +25,63 @@ input_ids are `<|im_start|>assistant\\nTEXT<|im_end|>\\n<|im_start|>assistant\\n
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from .layers import load_params
-from .nn import Module, tapped
-from .speaker import SpeakerEncoder, mel_spectrogram, speaker_encoder_config
-from .talker import TalkerForConditionalGeneration, talker_config
-from .weights import load_checkpoint_tensors, load_config
+from ..common.config import Config
+from ..common.nn import Module, tapped
+from ..common.weights import load_checkpoint_tensors, load_config, load_weights
+from .speaker import SpeakerEncoder, SpeakerEncoderConfig, mel_spectrogram
+from .talker import TalkerConfig, TalkerForConditionalGeneration
 
 # `:mel_spectrogram` resolves to the root's dtype-aware `mel_spectrogram` method (see there): a free
 # function cannot know that a float64 model computes the mel of float32 audio in float64.
 FUNCTIONS: dict[str, Any] = {}
 
-TEXT_TOKEN_DEFAULTS = {"im_start_token_id": 151644, "im_end_token_id": 151645, "tts_pad_token_id": 151671,
-                       "tts_bos_token_id": 151672, "tts_eos_token_id": 151673}  # fmt: skip
+
+@dataclass
+class TTSConfig(Config):
+    """Qwen3TTSConfig (qwen_tts/core/models/configuration_qwen3_tts.py), the fields used."""
+
+    talker_config: Any = None  # dict from config.json, TalkerConfig after __post_init__
+    speaker_encoder_config: Any = None  # dict from config.json, SpeakerEncoderConfig after __post_init__
+    tokenizer_type: str | None = None  # the codec kind ("qwen3_tts_tokenizer_12hz")
+    tts_model_size: str | None = None  # "0b6", "1b7" (the 0.6B model ignores instructions)
+    tts_model_type: str | None = None  # "custom_voice", "voice_design" or "base" (voice clone)
+    im_start_token_id: int = 151644  # text ids of the chat template and the TTS control tokens
+    im_end_token_id: int = 151645
+    tts_pad_token_id: int = 151671  # text side of rows that carry codec tags only
+    tts_bos_token_id: int = 151672
+    tts_eos_token_id: int = 151673
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.talker_config, TalkerConfig):
+            self.talker_config = TalkerConfig.from_dict(self.talker_config or {})
+        if not isinstance(self.speaker_encoder_config, SpeakerEncoderConfig):
+            self.speaker_encoder_config = SpeakerEncoderConfig.from_dict(self.speaker_encoder_config or {})
 
 
 class Qwen3TTSForConditionalGeneration(Module):
-    """The whole TTS model: `talker`, `speaker_encoder` (base models only) and `speech_tokenizer` (the codec)."""
+    """Qwen3TTSForConditionalGeneration (qwen_tts/core/models/modeling_qwen3_tts.py), the whole TTS model:
+    `talker`, `speaker_encoder` (base models only) and `speech_tokenizer` (the codec)."""
 
-    def __init__(self, config: dict[str, Any], dtype: Any = np.float32) -> None:
+    def __init__(self, config: TTSConfig, dtype: Any = np.float32) -> None:
         self.dtype = np.dtype(dtype)
-        self.config = SimpleNamespace(**{**TEXT_TOKEN_DEFAULTS, **config})
-        self.config.talker_config = talker_config(config.get("talker_config") or {})
-        self.config.speaker_encoder_config = speaker_encoder_config(config.get("speaker_encoder_config") or {})
-        self.talker = TalkerForConditionalGeneration(self.config.talker_config)
-        self.tts_model_type = config.get("tts_model_type")
-        self.tts_model_size = config.get("tts_model_size")
-        self.tokenizer_type = config.get("tokenizer_type")
+        self.config = config
+        self.talker = TalkerForConditionalGeneration(config.talker_config)
+        self.tts_model_type = config.tts_model_type
+        self.tts_model_size = config.tts_model_size
+        self.tokenizer_type = config.tokenizer_type
         self.speaker_encoder = (
             SpeakerEncoder(self.config.speaker_encoder_config) if self.tts_model_type == "base" else None
         )
         self.speech_tokenizer: Module | None = None
         self.generate_config: dict[str, Any] | None = None
         self.name_or_path: Path | None = None
+        self.unused_weights: list[str] = []  # checkpoint tensors the model has no place for
         self.supported_speakers = list((self.config.talker_config.spk_id or {}).keys())
         self.supported_languages = ["auto"] + [lang for lang in (self.config.talker_config.codec_language_id or {})
                                                if "dialect" not in lang]  # fmt: skip
@@ -89,7 +108,7 @@ class Qwen3TTSForConditionalGeneration(Module):
         audio = np.asarray(audio)
         mels = mel_spectrogram(audio.astype(np.promote_types(audio.dtype, self.dtype))[None], n_fft=1024, num_mels=128,
                                sampling_rate=24000, hop_size=256, win_size=1024, fmin=0, fmax=12000)  # fmt: skip
-        return self.speaker_encoder(np.swapaxes(mels, 1, 2).astype(self.dtype))[0]
+        return self.speaker_encoder(np.swapaxes(mels, 1, 2).astype(self.dtype))[0]  # (1, frames, mels) in, (enc_dim,)
 
     def generate_speaker_prompt(self, voice_clone_prompt: dict[str, Any]) -> list[np.ndarray]:
         return [np.asarray(e).astype(self.dtype) for e in voice_clone_prompt["ref_spk_embedding"]]
@@ -143,28 +162,18 @@ class Qwen3TTSForConditionalGeneration(Module):
         """Build each item's prompt, left-pad the batch, run the talker's generate, cut at EOS. Returns
         (codes per item (frames, codebooks), talker hidden states per item (frames, hidden))."""
         config, talker_config = self.config, self.config.talker_config
+        eos_token_id = eos_token_id if eos_token_id is not None else talker_config.codec_eos_token_id
+        # the top 1024 codec ids (the codebook-0 range ends at 2048) are never generated, except the config's EOS
+        suppress_tokens = [i for i in range(talker_config.vocab_size - 1024, talker_config.vocab_size)
+                           if i != talker_config.codec_eos_token_id]  # fmt: skip
         talker_kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "min_new_tokens": 2,
-            "do_sample": do_sample,
-            "top_k": top_k,
-            "top_p": top_p,
-            "temperature": temperature,
-            "subtalker_dosample": subtalker_dosample,
-            "subtalker_top_k": subtalker_top_k,
-            "subtalker_top_p": subtalker_top_p,
-            "subtalker_temperature": subtalker_temperature,
-            "eos_token_id": eos_token_id if eos_token_id is not None else talker_config.codec_eos_token_id,
-            "repetition_penalty": repetition_penalty,
-            # the top 1024 codec ids (codebook-0 range ends at 2048) are never generated, except EOS
-            "suppress_tokens": [
-                i
-                for i in range(talker_config.vocab_size - 1024, talker_config.vocab_size)
-                if i != talker_config.codec_eos_token_id
-            ],
-            "output_hidden_states": True,
+            "max_new_tokens": max_new_tokens, "min_new_tokens": 2, "do_sample": do_sample, "top_k": top_k,
+            "top_p": top_p, "temperature": temperature, "subtalker_dosample": subtalker_dosample,
+            "subtalker_top_k": subtalker_top_k, "subtalker_top_p": subtalker_top_p,
+            "subtalker_temperature": subtalker_temperature, "eos_token_id": eos_token_id,
+            "repetition_penalty": repetition_penalty, "suppress_tokens": suppress_tokens, "output_hidden_states": True,
             "return_dict_in_generate": True,
-        }
+        }  # fmt: skip
         if generator is not None:
             talker_kwargs["generator"] = generator
         talker_input_embeds: list[list[np.ndarray]] = [[] for _ in range(len(input_ids))]
@@ -216,7 +225,7 @@ class Qwen3TTSForConditionalGeneration(Module):
                             talker_config.codec_think_eos_id]]  # fmt: skip
             codec_0 = self._codec(prefill)
             codec_1 = self._codec([[talker_config.codec_pad_id, talker_config.codec_bos_id]])
-            pieces = [codec_0] if speaker_embed is None else [codec_0, speaker_embed.reshape(1, 1, -1)]
+            pieces = [codec_0] if speaker_embed is None else [codec_0, speaker_embed.reshape(1, 1, -1)]  # (1, 1, C)
             codec_input_embedding = np.concatenate([*pieces, codec_1], axis=1)
             role = self._text(input_id[:, :3])  # <|im_start|>assistant\n
             # tts_pad for each codec tag, tts_bos against codec pad
@@ -261,7 +270,7 @@ class Qwen3TTSForConditionalGeneration(Module):
         trailing = [t[0] for t in trailing_text_hiddens]
         trailing_len = max(len(t) for t in trailing)
         trailing_padded = np.empty((len(trailing), trailing_len, trailing[0].shape[-1]), dtype=trailing[0].dtype)
-        trailing_padded[:] = tts_pad_embed.reshape(-1)
+        trailing_padded[:] = tts_pad_embed.reshape(-1)  # (C,) into every row
         for b, t in enumerate(trailing):
             trailing_padded[b, : len(t)] = t
 
@@ -285,11 +294,11 @@ class Qwen3TTSForConditionalGeneration(Module):
 
 def load_model(folder: str | Path, dtype: Any = np.float32) -> Qwen3TTSForConditionalGeneration:
     """The TTS model of a checkpoint folder (config.json, model.safetensors, generation_config.json) without
-    its codec, bound at path ""."""
+    its codec, bound at path "". Weights follow impl.common.weights' rule (the speaker encoder of a
+    CustomVoice or VoiceDesign checkpoint, which the official model does not build, ends in unused_weights)."""
     folder = Path(folder)
-    model = Qwen3TTSForConditionalGeneration(load_config(folder), dtype).bind("")
-    skip = () if model.speaker_encoder is not None else ("speaker_encoder.",)
-    load_params(model, load_checkpoint_tensors(folder, dtype), dtype, skip_prefixes=skip)
+    model = Qwen3TTSForConditionalGeneration(TTSConfig.from_dict(load_config(folder)), dtype).bind("")
+    model.unused_weights = load_weights(model, load_checkpoint_tensors(folder, dtype), dtype, source=str(folder))
     if (folder / "generation_config.json").exists():
         model.generate_config = json.loads((folder / "generation_config.json").read_text())
     model.name_or_path = folder

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from impl.common.weights import WeightError, load_safetensors
 from impl.qwen3_tts import codec
-from impl.qwen3_tts.codec_layers import WeightError
 from impl.qwen3_tts.tts import load_model
-from impl.qwen3_tts.weights import load_safetensors
 
 from .tts.helpers import TINY
 
@@ -70,3 +69,32 @@ def test_the_committed_checkpoints_have_the_shapes_their_configs_give() -> None:
     load_model(TINY / "base", np.float32)
     load_model(TINY / "custom_voice", np.float32)
     codec.load_codec(TINY / "speech_tokenizer")
+
+
+def test_one_rule_for_missing_and_unused_weights_in_every_model(tmp_path: Path) -> None:
+    """The TTS model and the codec take their weights by the same rule: a tensor the model needs and the
+    checkpoint lacks is a WeightError naming it; a checkpoint tensor the model has no place for is kept in
+    `unused_weights` (the speaker encoder a CustomVoice checkpoint carries, which the official model does
+    not build) and is not an error."""
+    from safetensors.numpy import save_file
+
+    custom_voice = load_model(TINY / "custom_voice", np.float32)
+    assert custom_voice.speaker_encoder is None
+    assert custom_voice.unused_weights and all(n.startswith("speaker_encoder.") for n in custom_voice.unused_weights)
+    assert load_model(TINY / "base", np.float32).unused_weights == []
+    for source, loader, needed in ((TINY / "base", lambda f: load_model(f, np.float32), "talker.model.norm.weight"),
+                                   (TINY / "speech_tokenizer", codec.load_codec, "decoder.pre_transformer.norm.weight")):  # fmt: skip
+        tensors = load_safetensors(source / "model.safetensors", np.float32)
+        for name, changed in (("missing", {k: v for k, v in tensors.items() if k != needed}),
+                              ("extra", {**tensors, "talker.no_such_module.weight": np.zeros(3, np.float32)})):  # fmt: skip
+            folder = tmp_path / f"{source.name}-{name}"
+            folder.mkdir()
+            for item in source.iterdir():
+                if item.is_file() and item.name != "model.safetensors":
+                    shutil.copy(item, folder / item.name)
+            save_file(changed, str(folder / "model.safetensors"))
+            if name == "missing":
+                with pytest.raises(WeightError, match=re.escape(needed)):
+                    loader(folder)
+            else:
+                assert loader(folder).unused_weights == ["talker.no_such_module.weight"]

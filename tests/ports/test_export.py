@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 
 from conformance.ports.manifest import validate_case, validate_export, validate_index
 from conformance.store import GoldenStore
-from impl.qwen3_tts.weights import load_safetensors
+from impl.common.weights import load_safetensors
 
 from .conftest import CODEC_CASES, ROOT, Outcome, golden_outputs, write_safetensors
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from impl.common.nn import Module
+from impl.common.weights import load_weights
 from impl.qwen3_tts import codec
-from impl.qwen3_tts.codec_layers import load_weights
-from impl.qwen3_tts.nn import Module
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY_CODEC = ROOT / "goldens" / "checkpoints" / "qwen3_tts-tiny" / "speech_tokenizer"
@@ -51,7 +51,7 @@ def transfer(official_module: Any, impl_module: Module) -> Module:
     Fails if a tensor of the official module has no place in the impl (nothing may go unused)."""
     tensors = {name: value.detach().double().numpy() for name, value in official_module.state_dict().items()}
     impl_module.bind("")
-    unused = load_weights(impl_module, tensors, "")
+    unused = load_weights(impl_module, tensors)
     assert not unused, f"official tensors with no impl counterpart: {unused}"
     return impl_module
 

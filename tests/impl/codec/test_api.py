@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from impl.common.weights import WeightError, load_safetensors
 from impl.qwen3_tts import codec
-from impl.qwen3_tts.codec_layers import WeightError
-from impl.qwen3_tts.weights import load_safetensors
 
 from .helpers import ROOT, TINY_CODEC, tiny_codec
 

@@ -58,8 +58,8 @@ def official_config(config: dict[str, Any], attn: str = "sdpa") -> Any:
     return cfg
 
 
-def impl_config(config: dict[str, Any], attn: str = "sdpa") -> dict[str, Any]:
-    return {**config, "_attn_implementation": attn}
+def impl_config(config: dict[str, Any], attn: str = "sdpa") -> dec.DecoderConfig:
+    return dec.DecoderConfig.from_dict(config, attn_implementation=attn)
 
 
 # -- convolutions and activations -------------------------------------------------------------------------
@@ -150,9 +150,10 @@ def test_attention_alone(seed: int, config: dict[str, Any], length: int, attn: s
     positions = np.arange(length)[None]
     angles = positions[..., None] * (1.0 / 10000 ** (np.arange(0, head_dim, 2) / head_dim))
     cos, sin = np.cos(np.concatenate([angles, angles], -1)), np.sin(np.concatenate([angles, angles], -1))
-    from impl.qwen3_tts.codec_layers import causal_mask
+    from impl.common.attention import causal_mask
 
-    mask = causal_mask(1, length, config["sliding_window"], attn, np.float64)  # what the model passes
+    mask = causal_mask(1, np.arange(length), length, sliding_window=config["sliding_window"], dtype=np.float64,
+                       boolean=attn != "eager")  # what the model passes  # fmt: skip
     expected = run_official(official, hidden_states=torch.from_numpy(x), attention_mask=torch.from_numpy(mask),
                             position_embeddings=(torch.from_numpy(cos), torch.from_numpy(sin)))  # fmt: skip
     got = impl(hidden_states=x, attention_mask=mask, position_embeddings=(cos, sin))
@@ -224,7 +225,7 @@ def test_decoder_float32_is_as_accurate_as_official_float32() -> None:
               "layer_scale_initial_scale": 0.01, "rms_norm_eps": 1e-5, "num_hidden_layers": 1, "num_quantizers": 3,
               "upsample_rates": [2, 3], "upsampling_ratios": [2], "decoder_dim": 8, "attention_dropout": 0.0}  # fmt: skip
     from conformance.compare.metrics import compare_arrays
-    from impl.qwen3_tts.codec_layers import load_weights
+    from impl.common.weights import load_weights
 
     official64 = randomized(M.Qwen3TTSTokenizerV2Decoder(official_config(config)), 7)
     codes = np.random.default_rng(0).integers(0, 8, size=(1, 3, 9))
@@ -233,7 +234,7 @@ def test_decoder_float32_is_as_accurate_as_official_float32() -> None:
     with torch.no_grad():
         official_error = compare_arrays(truth, to_numpy(official32(torch.from_numpy(codes))).astype(np.float64)).rel_l2
     impl = dec.Qwen3TTSTokenizerV2Decoder(impl_config(config)).bind("")
-    load_weights(impl, {k: v.numpy() for k, v in official32.state_dict().items()}, "")
+    load_weights(impl, {k: v.numpy() for k, v in official32.state_dict().items()})
     got = impl(codes)
     assert got.dtype == np.float32
     impl_error = compare_arrays(truth, got.astype(np.float64)).rel_l2

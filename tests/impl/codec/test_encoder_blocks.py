@@ -82,8 +82,8 @@ def official_config(config: dict[str, Any], attn: str = "sdpa") -> Any:
     return cfg
 
 
-def impl_config(config: dict[str, Any], attn: str = "sdpa") -> dict[str, Any]:
-    return enc.mimi_config({**config, "_attn_implementation": attn})
+def impl_config(config: dict[str, Any], attn: str = "sdpa") -> enc.MimiConfig:
+    return enc.MimiConfig.from_dict(config, attn_implementation=attn)
 
 
 @given(seed=seeds, cin=st.integers(1, 3), cout=st.integers(1, 3), kernel=st.integers(1, 7), stride=st.integers(1, 4),

@@ -1,6 +1,6 @@
-"""Property tests of the ops the codec uses, against torch.nn.functional in float64: random shapes,
-channels, groups, kernel sizes, dilations, strides and lengths (length 1 and lengths that are not
-multiples of the stride included)."""
+"""Property tests of impl.common's functions the codec uses, against torch.nn.functional in float64:
+random shapes, channels, groups, kernel sizes, dilations, strides and lengths (length 1 and lengths that
+are not multiples of the stride included)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from impl.qwen3_tts import ops
+from impl.common import functional as ops
+from impl.common.attention import attention, causal_mask
 from impl.qwen3_tts.codec_encoder import euclidean_distances
-from impl.qwen3_tts.codec_layers import attend, causal_mask
 
 from .helpers import assert_close, rng_array
 
@@ -25,7 +25,7 @@ seeds = st.integers(0, 2**31 - 1)
 @given(seed=seeds, batch=st.integers(1, 2), groups=st.integers(1, 3), cin=st.integers(1, 4), cout=st.integers(1, 4),
        kernel=st.integers(1, 7), stride=st.integers(1, 4), dilation=st.integers(1, 3), extra=st.integers(0, 13),
        bias=st.booleans())  # fmt: skip
-def test_conv1d_gemm(seed: int, batch: int, groups: int, cin: int, cout: int, kernel: int, stride: int, dilation: int,
+def test_conv1d(seed: int, batch: int, groups: int, cin: int, cout: int, kernel: int, stride: int, dilation: int,
                      extra: int, bias: bool) -> None:  # fmt: skip
     span = dilation * (kernel - 1) + 1
     x = rng_array(seed, (batch, cin * groups, span + extra))
@@ -33,30 +33,30 @@ def test_conv1d_gemm(seed: int, batch: int, groups: int, cin: int, cout: int, ke
     b = rng_array(seed + 2, (cout * groups,)) if bias else None
     expected = F.conv1d(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
                         stride=stride, dilation=dilation, groups=groups)  # fmt: skip
-    assert_close(expected, ops.conv1d_gemm(x, w, b, stride=stride, dilation=dilation, groups=groups))
+    assert_close(expected, ops.conv1d(x, w, b, stride=stride, dilation=dilation, groups=groups))
 
 
-def test_conv1d_gemm_keeps_float32() -> None:
+def test_conv1d_keeps_float32() -> None:
     x = rng_array(0, (1, 3, 9)).astype(np.float32)
     w = rng_array(1, (2, 3, 3)).astype(np.float32)
-    y = ops.conv1d_gemm(x, w, np.zeros(2, np.float32), stride=2)
+    y = ops.conv1d(x, w, np.zeros(2, np.float32), stride=2)
     assert y.dtype == np.float32
     expected = F.conv1d(torch.from_numpy(x), torch.from_numpy(w), stride=2).numpy()
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="shorter than the kernel"):
-        ops.conv1d_gemm(x[..., :2], w)
+        ops.conv1d(x[..., :2], w)
 
 
 @given(seed=seeds, batch=st.integers(1, 2), groups=st.integers(1, 3), cin=st.integers(1, 4), cout=st.integers(1, 4),
        kernel=st.integers(1, 8), stride=st.integers(1, 5), length=st.integers(1, 12), bias=st.booleans())  # fmt: skip
-def test_conv_transpose1d_gemm(seed: int, batch: int, groups: int, cin: int, cout: int, kernel: int, stride: int,
+def test_conv_transpose1d(seed: int, batch: int, groups: int, cin: int, cout: int, kernel: int, stride: int,
                                length: int, bias: bool) -> None:  # fmt: skip
     x = rng_array(seed, (batch, cin * groups, length))
     w = rng_array(seed + 1, (cin * groups, cout, kernel))
     b = rng_array(seed + 2, (cout * groups,)) if bias else None
     expected = F.conv_transpose1d(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
                                   stride=stride, groups=groups)  # fmt: skip
-    assert_close(expected, ops.conv_transpose1d_gemm(x, w, b, stride=stride, groups=groups))
+    assert_close(expected, ops.conv_transpose1d(x, w, b, stride=stride, groups=groups))
 
 
 @given(seed=seeds, length=st.integers(1, 9), left=st.integers(0, 6), right=st.integers(-1, 6),
@@ -115,13 +115,14 @@ def test_attention_with_causal_masks(seed: int, batch: int, heads: int, groups: 
     q = rng_array(seed, (batch, heads * groups, length, head_dim))
     k = rng_array(seed + 1, (batch, heads, length, head_dim))
     v = rng_array(seed + 2, (batch, heads, length, head_dim))
-    mask = causal_mask(batch, length, window)
+    positions = np.arange(length)
+    mask = causal_mask(batch, positions, length, sliding_window=window, boolean=True)
     expected = F.scaled_dot_product_attention(torch.from_numpy(q), torch.from_numpy(k).repeat_interleave(groups, 1),
                                               torch.from_numpy(v).repeat_interleave(groups, 1),
                                               attn_mask=torch.from_numpy(mask), scale=head_dim**-0.5)  # fmt: skip
-    assert_close(expected.transpose(1, 2), attend(q, k, v, mask, head_dim**-0.5)[0])
-    eager_mask = causal_mask(batch, length, window, "eager", np.float64)  # additive 0 / finfo.min
+    assert_close(expected.transpose(1, 2), attention(q, k, v, mask, head_dim**-0.5, "sdpa")[0])
+    eager_mask = causal_mask(batch, positions, length, sliding_window=window, dtype=np.float64)  # 0 / finfo.min
     assert eager_mask.dtype == np.float64
-    assert_close(expected.transpose(1, 2), attend(q, k, v, eager_mask, head_dim**-0.5, "eager")[0])
+    assert_close(expected.transpose(1, 2), attention(q, k, v, eager_mask, head_dim**-0.5, "eager")[0])
     if window is None:  # no mask means causal (SDPA's is_causal path)
-        assert_close(expected.transpose(1, 2), attend(q, k, v, None, head_dim**-0.5)[0])
+        assert_close(expected.transpose(1, 2), attention(q, k, v, None, head_dim**-0.5, "sdpa")[0])

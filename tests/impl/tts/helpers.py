@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from impl.qwen3_tts.layers import load_params
-from impl.qwen3_tts.nn import Module
+from impl.common.nn import Module
+from impl.common.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY = ROOT / "goldens" / "checkpoints" / "qwen3_tts-tiny"
@@ -46,7 +46,8 @@ def transfer(official_module: Any, impl_module: Module) -> Module:
     every official tensor must find its place and every impl parameter must be filled."""
     tensors = {name: value.detach().double().numpy() for name, value in official_module.state_dict().items()}
     impl_module.bind("")
-    load_params(impl_module, tensors, np.float64)
+    unused = load_weights(impl_module, tensors, np.float64)
+    assert not unused, f"official tensors with no impl counterpart: {unused}"
     return impl_module
 
 
@@ -98,28 +99,3 @@ def tiny_model(model_type: str, dtype: str = "float64") -> Any:
     from impl.qwen3_tts.tts import load_model
 
     return load_model(TINY / model_type, np.dtype(dtype))
-
-
-def talker_config(official: Any, hidden: int, heads: int, kv_heads: int, head_dim: int, sections: list[int],
-                  interleaved: bool, layers: int = 1, theta: float = 1e6) -> Any:  # fmt: skip
-    """An official talker config (eager attention) for property tests."""
-    config = official.tts_config.Qwen3TTSTalkerConfig(
-        hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        num_key_value_heads=kv_heads, head_dim=head_dim, rope_theta=theta, rms_norm_eps=1e-6,
-        rope_scaling={"rope_type": "default", "mrope_section": sections, "interleaved": interleaved},
-        vocab_size=64, text_vocab_size=32, text_hidden_size=8, num_code_groups=4,
-        code_predictor_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "vocab_size": 64,
-                               "num_code_groups": 4},
-    )  # fmt: skip
-    config._attn_implementation = "eager"
-    return config
-
-
-def impl_config(official_config: Any) -> Any:
-    """The impl's view of an official config object (SimpleNamespace of its attributes)."""
-    from types import SimpleNamespace
-
-    values = dict(official_config.to_dict())
-    values.setdefault("head_dim", getattr(official_config, "head_dim", None))
-    return SimpleNamespace(**values)

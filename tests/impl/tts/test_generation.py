@@ -21,8 +21,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from impl.common.attention import new_cache
 from impl.qwen3_tts import nn, text
-from impl.qwen3_tts.layers import new_cache
 from impl.qwen3_tts.tts import load_model
 
 from .helpers import TINY, assert_close, tiny_model

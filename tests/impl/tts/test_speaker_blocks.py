@@ -149,7 +149,7 @@ def test_speaker_encoder(off, scale, width, blocks, frames, mel, dim, seed):
            "enc_attention_channels": 4, "enc_res2net_scale": scale, "enc_se_channels": 4}  # fmt: skip
     config = off.tts_config.Qwen3TTSSpeakerEncoderConfig(**raw)
     official = randomized(off.tts_modeling.Qwen3TTSSpeakerEncoder(config), seed)
-    impl = transfer(official, speaker.SpeakerEncoder(speaker.speaker_encoder_config(raw)))
+    impl = transfer(official, speaker.SpeakerEncoder(speaker.SpeakerEncoderConfig.from_dict(raw)))
     x = np.random.default_rng(seed).standard_normal((1, frames, mel)) - 4
     assert_close(run_official(official, tensor(x)), impl(x))
 

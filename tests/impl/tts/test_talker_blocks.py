@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from impl.common import attention, layers, rope
 from impl.qwen3_tts import code_predictor as cp
-from impl.qwen3_tts import layers, talker
-from impl.qwen3_tts.code_predictor import code_predictor_config
-from impl.qwen3_tts.talker import talker_config
+from impl.qwen3_tts import decoder, talker
+from impl.qwen3_tts.code_predictor import CodePredictorConfig
+from impl.qwen3_tts.talker import TalkerConfig
 
 from .helpers import assert_close, randomized, require_official, run_official, tensor, to_numpy, transfer
 
@@ -83,7 +84,7 @@ def _mask_inputs(rng: np.random.Generator, s: dict) -> tuple[np.ndarray, np.ndar
     for b in range(s["batch"]):
         mask2d[b, : min(s["pads"][b], total - 1)] = 0
     cache_position = np.arange(s["past"], total)
-    return mask2d, cache_position, layers.causal_mask(mask2d, cache_position, s["batch"], total, np.float64)
+    return mask2d, cache_position, attention.causal_mask(s["batch"], cache_position, total, mask2d, dtype=np.float64)
 
 
 # -- norms, MLPs --------------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def test_rms_norm(off, shape, hidden, seed, scale):
 def test_text_mlp(off, hidden, intermediate, length, seed):
     config = SimpleNamespace(hidden_size=hidden, intermediate_size=intermediate, hidden_act="silu")
     official = randomized(off.tts_modeling.Qwen3TTSTalkerTextMLP(config), seed)
-    impl = transfer(official, layers.TextMLP(hidden, intermediate, "silu"))
+    impl = transfer(official, layers.GatedMLP(hidden, intermediate, "silu"))
     x = np.random.default_rng(seed).standard_normal((2, length, hidden)) * 3
     assert_close(run_official(official, tensor(x)), impl(x))
 
@@ -124,7 +125,7 @@ def test_text_projection(off, text_hidden, hidden, length, seed):
 def test_talker_rotary_embedding(off, s, distinct, seed):
     config = _official_talker_config(off, s)
     official = off.tts_modeling.Qwen3TTSTalkerRotaryEmbedding(config)
-    impl = talker.TalkerRotaryEmbedding(s["head_dim"], s["theta"])
+    impl = rope.RotaryEmbedding(s["head_dim"], s["theta"])
     positions = _positions(np.random.default_rng(seed), s, distinct)
     x = np.zeros((s["batch"], s["length"], s["hidden"]))
     expected = run_official(official, tensor(x), tensor(positions))
@@ -137,12 +138,12 @@ def test_talker_rotary_embedding(off, s, distinct, seed):
 def test_multimodal_rope_matches_official(off, s, seed):
     """Interleaved and block MRoPE with three different position rows (the general case)."""
     rng = np.random.default_rng(seed)
-    cos, sin = talker.TalkerRotaryEmbedding(s["head_dim"], s["theta"])(np.zeros((1, 1, 1)), _positions(rng, s, True))
+    cos, sin = rope.RotaryEmbedding(s["head_dim"], s["theta"])(np.zeros((1, 1, 1)), _positions(rng, s, True))
     q = rng.standard_normal((s["batch"], s["heads"], s["length"], s["head_dim"]))
     k = rng.standard_normal((s["batch"], s["kv_heads"], s["length"], s["head_dim"]))
     expected = off.tts_modeling.apply_multimodal_rotary_pos_emb(tensor(q), tensor(k), tensor(cos), tensor(sin),
                                                                 s["sections"], s["interleaved"])  # fmt: skip
-    got = talker.apply_multimodal_rotary_pos_emb(q, k, cos, sin, s["sections"], s["interleaved"])
+    got = rope.apply_multimodal_rotary_pos_emb(q, k, cos, sin, s["sections"], s["interleaved"])
     for e, g in zip(expected, got):
         assert_close(e, g)
 
@@ -153,12 +154,12 @@ def test_interleaved_mrope_with_equal_rows_is_plain_rope(s, seed):
     rng = np.random.default_rng(seed)
     positions = _positions(rng, s, False)
     x = np.zeros((1, 1, 1))
-    cos3, sin3 = talker.TalkerRotaryEmbedding(s["head_dim"], s["theta"])(x, positions)
-    cos1, sin1 = cp.RotaryEmbedding(s["head_dim"], s["theta"])(x, positions[0])
+    cos3, sin3 = rope.RotaryEmbedding(s["head_dim"], s["theta"])(x, positions)
+    cos1, sin1 = rope.RotaryEmbedding(s["head_dim"], s["theta"])(x, positions[0])
     q = rng.standard_normal((s["batch"], s["heads"], s["length"], s["head_dim"]))
     k = rng.standard_normal((s["batch"], s["kv_heads"], s["length"], s["head_dim"]))
-    multimodal = talker.apply_multimodal_rotary_pos_emb(q, k, cos3, sin3, s["sections"], s["interleaved"])
-    plain = layers.apply_rotary_pos_emb(q, k, cos1, sin1)
+    multimodal = rope.apply_multimodal_rotary_pos_emb(q, k, cos3, sin3, s["sections"], s["interleaved"])
+    plain = rope.apply_rotary_pos_emb(q, k, cos1, sin1)
     for m, p in zip(multimodal, plain):
         np.testing.assert_array_equal(m, p)
 
@@ -167,7 +168,7 @@ def test_interleaved_mrope_with_equal_rows_is_plain_rope(s, seed):
 def test_code_predictor_rotary_embedding(off, s, seed):
     config = _official_talker_config(off, s).code_predictor_config
     official = off.tts_modeling.Qwen3TTSRotaryEmbedding(config)
-    impl = cp.RotaryEmbedding(s["head_dim"], s["theta"])
+    impl = rope.RotaryEmbedding(s["head_dim"], s["theta"])
     positions = _positions(np.random.default_rng(seed), s, False)[0].astype(np.int64)
     x = np.zeros((s["batch"], s["length"], s["hidden"]))
     for e, g in zip(run_official(official, tensor(x), tensor(positions)), impl(x, positions)):
@@ -205,9 +206,9 @@ def _official_cache(layer_keys: list[tuple[np.ndarray, np.ndarray]]):
 
 
 def _impl_cache(layer_keys: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    cache = layers.new_cache()
+    cache = attention.new_cache()
     for i, (k, v) in enumerate(layer_keys):
-        layers.cache_update(cache, i, k.copy(), v.copy())
+        attention.cache_update(cache, i, k.copy(), v.copy())
     return cache
 
 
@@ -221,9 +222,9 @@ def _attention_case(off, s: dict, seed: int, multimodal: bool):
         shape = (s["batch"], s["kv_heads"], s["past"], s["head_dim"])
         past = [(rng.standard_normal(shape), rng.standard_normal(shape))]
     if multimodal:
-        cos_sin = talker.TalkerRotaryEmbedding(s["head_dim"], s["theta"])(hidden, _positions(rng, s, False))
+        cos_sin = rope.RotaryEmbedding(s["head_dim"], s["theta"])(hidden, _positions(rng, s, False))
     else:
-        cos_sin = cp.RotaryEmbedding(s["head_dim"], s["theta"])(hidden, _positions(rng, s, False)[0])
+        cos_sin = rope.RotaryEmbedding(s["head_dim"], s["theta"])(hidden, _positions(rng, s, False)[0])
     return config, hidden, mask, cache_position, past, cos_sin
 
 
@@ -231,7 +232,7 @@ def _attention_case(off, s: dict, seed: int, multimodal: bool):
 def test_talker_attention_with_cache_and_padding(off, s, seed):
     config, hidden, mask, cache_position, past, (cos, sin) = _attention_case(off, s, seed, multimodal=True)
     official = randomized(off.tts_modeling.Qwen3TTSTalkerAttention(config, 0), seed)
-    impl = transfer(official, talker.TalkerAttention(talker_config(config.to_dict()), 0))
+    impl = transfer(official, decoder.Qwen3TTSAttention(TalkerConfig.from_dict(config.to_dict()), 0))
     official_cache, impl_cache = _official_cache(past), _impl_cache(past)
     expected = run_official(official, tensor(hidden), (tensor(cos), tensor(sin)), tensor(mask),
                             past_key_values=official_cache, cache_position=tensor(cache_position))  # fmt: skip
@@ -247,7 +248,7 @@ def test_code_predictor_attention_with_cache_and_padding(off, s, seed):
     config, hidden, mask, cache_position, past, (cos, sin) = _attention_case(off, s, seed, multimodal=False)
     cp_config = config.code_predictor_config
     official = randomized(off.tts_modeling.Qwen3TTSAttention(cp_config, 0), seed)
-    impl = transfer(official, cp.Attention(code_predictor_config(cp_config.to_dict()), 0))
+    impl = transfer(official, decoder.Qwen3TTSAttention(CodePredictorConfig.from_dict(cp_config.to_dict()), 0))
     official_cache, impl_cache = _official_cache(past), _impl_cache(past)
     expected = run_official(official, tensor(hidden), (tensor(cos), tensor(sin)), tensor(mask),
                             past_key_values=official_cache, cache_position=tensor(cache_position))  # fmt: skip
@@ -262,10 +263,11 @@ def test_decoder_layers(off, s, seed, predictor):
     config, hidden, mask, cache_position, past, (cos, sin) = _attention_case(off, s, seed, multimodal=not predictor)
     if predictor:
         official = randomized(off.tts_modeling.Qwen3TTSDecoderLayer(config.code_predictor_config, 0), seed)
-        impl = transfer(official, cp.DecoderLayer(code_predictor_config(config.code_predictor_config.to_dict()), 0))
+        impl = transfer(official, decoder.Qwen3TTSDecoderLayer(
+            CodePredictorConfig.from_dict(config.code_predictor_config.to_dict()), 0))  # fmt: skip
     else:
         official = randomized(off.tts_modeling.Qwen3TTSTalkerDecoderLayer(config, 0), seed)
-        impl = transfer(official, talker.TalkerDecoderLayer(talker_config(config.to_dict()), 0))
+        impl = transfer(official, decoder.Qwen3TTSDecoderLayer(TalkerConfig.from_dict(config.to_dict()), 0))
     official_cache, impl_cache = _official_cache(past), _impl_cache(past)
     expected = run_official(official, tensor(hidden), attention_mask=tensor(mask), past_key_values=official_cache,
                             use_cache=True, cache_position=tensor(cache_position),
@@ -294,7 +296,7 @@ def scores_and_ids(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
 def test_logits_processors_match_transformers(off, data, penalty, minimum, top_k, top_p, temperature):
     from transformers.generation import logits_process as lp
 
-    from impl.qwen3_tts import generation as g
+    from impl.common import generation as g
 
     scores, ids, seed = data
     vocab = scores.shape[1]
@@ -326,7 +328,7 @@ def test_code_predictor_head_with_and_without_the_projection(off, s, seed, same_
     official = randomized(off.tts_modeling.Qwen3TTSTalkerCodePredictorModelForConditionalGeneration(
         config.code_predictor_config, config), seed)  # fmt: skip
     impl = transfer(official, cp.CodePredictorForConditionalGeneration(
-        code_predictor_config(config.code_predictor_config.to_dict()), talker_config(config.to_dict())))  # fmt: skip
+        CodePredictorConfig.from_dict(config.code_predictor_config.to_dict()), TalkerConfig.from_dict(config.to_dict())))  # fmt: skip
     assert isinstance(impl.small_to_mtp_projection, layers.Identity) == same_width
     rng = np.random.default_rng(seed)
     prefill = rng.standard_normal((1, 2, config.hidden_size))

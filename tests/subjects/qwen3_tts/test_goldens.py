@@ -272,7 +272,7 @@ def test_every_randomised_parameter_differs_from_its_official_init(tiny_checkpoi
         "tts": o.tts_modeling.Qwen3TTSForConditionalGeneration(o.tts_config.Qwen3TTSConfig(**configs.tts_config("tiny", "base"))),
         "codec": o.codec_modeling.Qwen3TTSTokenizerV2Model(o.codec_config.Qwen3TTSTokenizerV2Config(**configs.codec_config("tiny"))),
     }  # fmt: skip
-    from impl.qwen3_tts.weights import load_safetensors
+    from impl.common.weights import load_safetensors
 
     saved = {
         "tts": load_safetensors(tiny_checkpoint / "base" / "model.safetensors"),

@@ -1,12 +1,15 @@
-"""The smallest module tree that lets a checker see inside the NumPy implementation.
+"""The smallest module tree that lets a checker see inside a NumPy implementation.
 
 Every component is a `Module` whose `path` is the official module path (`talker.model.layers.3.mlp`),
-so the impl needs no name mapping: a checker can call any component on its own (isolated checks) and,
-while a tap is installed, sees every call of every component with its inputs and outputs (chained
-checks). Methods other than `__call__` that compute a component (the codec quantizer's `decode`,
-`chunked_decode`, `generate`) are marked with `@tapped` and reported as `<path>:<method>`.
+so an implementation needs no name mapping: a checker can call any component on its own (isolated
+checks) and, while a tap is installed, sees every call of every component with its inputs and outputs
+(chained checks). Methods other than `__call__` that compute a component (a quantizer's `decode`, a
+model's `generate`) are marked with `@tapped` and reported as `<path>:<method>`; module-level functions
+of the official code with `@tapped_function(name)`, reported as `:<name>`.
 
-There is no global state except the explicit tap installed by `tapping()`.
+A module lists the checkpoint tensors it owns in `params` (official names: `weight`, `bias`, ...) and
+their shapes in `param_shapes()`; `impl.common.weights.load_weights` fills them. There is no global
+state except the explicit tap installed by `tapping()`.
 """
 
 from __future__ import annotations
@@ -31,28 +34,30 @@ def tapping(tap: Tap) -> Iterator[None]:
         _taps.pop()
 
 
-def _report(key: str, phase: str, args: tuple, kwargs: dict, outputs: Any) -> None:
-    if _taps:
-        _taps[-1](key, phase, args, kwargs, outputs)
+def _run(key: str, function: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Call `function`, reporting the call and its outputs to the tap installed, if any."""
+    if not _taps:
+        return function(*args, **kwargs)
+    _taps[-1](key, "call", args, kwargs, None)
+    outputs = function(*args, **kwargs)
+    _taps[-1](key, "return", args, kwargs, outputs)
+    return outputs
 
 
 class Module:
-    """A component at an official module path. Subclasses implement `forward`."""
+    """A component at an official module path (torch.nn.Module's role). Subclasses implement `forward`."""
 
     path: str = ""
+    params: tuple[str, ...] = ()  # the checkpoint tensors this module owns, by official name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        key = self.path or "(root)"
-        _report(key, "call", args, kwargs, None)
-        outputs = self.forward(*args, **kwargs)
-        _report(key, "return", args, kwargs, outputs)
-        return outputs
+        return _run(self.path or "(root)", self.forward, args, kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shapes the official module gives its parameters, from its config. The loaders refuse a
+        """The shapes the official module gives its parameters, from its config. The loader refuses a
         checkpoint tensor of another shape: a (1,) norm weight would otherwise broadcast silently."""
         return {}
 
@@ -86,12 +91,18 @@ class Module:
         return module
 
 
-def shape_mismatch(module: Module, name: str, value: Any) -> str | None:
-    """Why `value` cannot be `module`'s parameter `name` (None when it can)."""
-    expected = module.param_shapes().get(name)
-    if expected is None or tuple(value.shape) == tuple(expected):
-        return None
-    return f"checkpoint shape {tuple(value.shape)} != {tuple(expected)} the config gives"
+class ModuleList(list, Module):  # type: ignore[misc]
+    """nn.ModuleList, for nested lists (a plain list of modules is enough otherwise): indexable, its
+    items get paths `<name>.<i>`. Never called itself."""
+
+    def __init__(self, items: Any = ()) -> None:
+        list.__init__(self, items)
+
+    def children(self) -> Iterator[tuple[str, Module]]:
+        for i, item in enumerate(self):
+            yield str(i), item
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
 
 def tapped(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,11 +110,7 @@ def tapped(method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def wrapper(self: Module, *args: Any, **kwargs: Any) -> Any:
-        key = f"{self.path}:{method.__name__}"
-        _report(key, "call", args, kwargs, None)
-        outputs = method(self, *args, **kwargs)
-        _report(key, "return", args, kwargs, outputs)
-        return outputs
+        return _run(f"{self.path}:{method.__name__}", functools.partial(method, self), args, kwargs)
 
     return wrapper
 
@@ -114,11 +121,7 @@ def tapped_function(name: str) -> Callable[[Callable[..., Any]], Callable[..., A
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            key = f":{name}"
-            _report(key, "call", args, kwargs, None)
-            outputs = function(*args, **kwargs)
-            _report(key, "return", args, kwargs, outputs)
-            return outputs
+            return _run(f":{name}", function, args, kwargs)
 
         return wrapper
 

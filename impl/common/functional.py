@@ -1,8 +1,9 @@
-"""Tensor operations, written out in NumPy. Every function keeps its input's dtype (float32 in,
-float32 out; float64 in, float64 out), so the implementation runs at the precision it is given.
+"""Tensor functions (torch.nn.functional's role), written out in NumPy. Every function keeps its input's
+dtype (float32 in, float32 out; float64 in, float64 out), so a model runs at the precision it is given;
+where the official code forces float32 (norms, softmax, RoPE), the modules compute in
+promote_types(input dtype, float32), which is float32 for float32 and float64 for the float64 oracle.
 
-Layouts follow the official code: activations are (batch, channels, time) for convolutions and
-(batch, time, features) for linear layers and attention.
+Layouts follow the official code: (B, C, T) for convolutions, (B, T, C) for linear layers and attention.
 """
 
 from __future__ import annotations
@@ -10,16 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    # y = x W^T + b
-    y = x @ weight.T
-    return y + bias if bias is not None else y
-
-
-def embedding(ids: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return table[np.asarray(ids, dtype=np.int64)]
 
 
 def silu(x: np.ndarray) -> np.ndarray:
@@ -103,15 +94,16 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    # exp(x - max) / sum(exp(x - max)), in x's dtype
     shifted = x - np.max(x, axis=axis, keepdims=True)
     e = np.exp(shifted)
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    # w * x / sqrt(mean(x^2) + eps)
+    # w * x * rsqrt(mean(x^2) + eps), over the last axis
     variance = np.mean(x * x, axis=-1, keepdims=True)
-    return weight * (x / np.sqrt(variance + np.asarray(eps, dtype=x.dtype)))
+    return weight * (x * (1 / np.sqrt(variance + np.asarray(eps, dtype=x.dtype))))
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
@@ -122,38 +114,7 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     return centered / np.sqrt(variance + np.asarray(eps, dtype=x.dtype)) * weight + bias
 
 
-def rotate_half(x: np.ndarray) -> np.ndarray:
-    half = x.shape[-1] // 2
-    return np.concatenate((-x[..., half:], x[..., :half]), axis=-1)
-
-
-def apply_rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    # x * cos + rotate_half(x) * sin, cos/sin broadcast over heads
-    return x * cos + rotate_half(x) * sin
-
-
-def repeat_kv(x: np.ndarray, n_rep: int) -> np.ndarray:
-    """(B, H_kv, L, D) -> (B, H_kv * n_rep, L, D), each kv head repeated for its query heads."""
-    return x if n_rep == 1 else np.repeat(x, n_rep, axis=1)
-
-
-def attention(
-    query: np.ndarray, key: np.ndarray, value: np.ndarray, mask: np.ndarray | None, scale: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scaled dot-product attention. query (B, H, Lq, D), key/value (B, H_kv, Lk, D); mask is additive,
-    broadcast to (B, H, Lq, Lk). Returns (output (B, Lq, H, D), weights (B, H, Lq, Lk)), as the official
-    eager attention does."""
-    n_rep = query.shape[1] // key.shape[1]
-    key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
-    scores = (query @ np.swapaxes(key, -1, -2)) * np.asarray(scale, dtype=query.dtype)
-    if mask is not None:
-        scores = scores + mask[..., : key.shape[-2]]
-    weights = softmax(scores, axis=-1)
-    output = np.swapaxes(weights @ value, 1, 2)
-    return np.ascontiguousarray(output), weights
-
-
-# -- added for the codec (impl/qwen3_tts/codec*.py): padding and BLAS-backed convolutions -------------------
+# -- padding and convolutions (BLAS-backed) ---------------------------------------------------------------
 
 
 def pad1d(x: np.ndarray, left: int, right: int, mode: str = "constant", value: float = 0.0) -> np.ndarray:
@@ -177,14 +138,8 @@ def pad1d(x: np.ndarray, left: int, right: int, mode: str = "constant", value: f
     raise ValueError(f"unknown padding mode {mode!r}")
 
 
-def conv1d_gemm(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray | None = None,
-    stride: int = 1,
-    dilation: int = 1,
-    groups: int = 1,
-) -> np.ndarray:
+def conv1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, dilation: int = 1,
+           groups: int = 1) -> np.ndarray:  # fmt: skip
     """`conv1d` (valid, stride/dilation/groups) computed as one BLAS matrix product per kernel tap:
     y[:, :, t] = sum_k W[:, :, k] @ x[:, :, t * stride + k * dilation]. Same contract, much faster."""
     batch, _, length = x.shape
@@ -211,20 +166,33 @@ def conv1d_gemm(
         for k in range(1, kernel):
             y += w[:, k] * tap(x, k)
     else:  # grouped: a batch of matrix products over the groups
-        wg = weight.reshape(groups, c_out // groups, c_group, kernel)
-        xg = x.reshape(batch, groups, c_group, length)
+        wg = weight.reshape(groups, c_out // groups, c_group, kernel)  # (G, C_out / G, C_in / G, K)
+        xg = x.reshape(batch, groups, c_group, length)  # (B, G, C_in / G, T)
         y = wg[..., 0] @ tap(xg, 0)
         for k in range(1, kernel):
             y += wg[..., k] @ tap(xg, k)
-        y = y.reshape(batch, c_out, l_out)
+        y = y.reshape(batch, c_out, l_out)  # (B, G, C_out / G, T_out) -> (B, C_out, T_out)
     if bias is not None:
-        y += bias[:, None]
+        y += bias[:, None]  # (C_out, 1) over time
     return y.astype(dtype, copy=False)
 
 
-def conv_transpose1d_gemm(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1, groups: int = 1
-) -> np.ndarray:
+def conv1d_im2col(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, dilation: int = 1) -> np.ndarray:
+    """`conv1d` (valid, stride 1, no groups) as ONE matrix product over (channel, tap) windows, which sums
+    in the order torch's CPU convolution does for the speaker encoder (bit-identical there; the per-tap
+    `conv1d` differs by rounding). Memory: the windows are kernel_size times the input."""
+    c_out, c_in, kernel = weight.shape
+    length = x.shape[-1] - dilation * (kernel - 1)
+    windows = np.stack([x[:, :, k * dilation : k * dilation + length] for k in range(kernel)], -1)  # (B, C, T, K)
+    cols = windows.transpose(0, 2, 1, 3).reshape(x.shape[0], length, c_in * kernel)  # (B, T, C * K)
+    out = cols @ weight.reshape(c_out, -1).T  # (B, T, C_out)
+    if bias is not None:
+        out += bias
+    return np.ascontiguousarray(out.transpose(0, 2, 1))  # (B, C_out, T)
+
+
+def conv_transpose1d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1,
+                     groups: int = 1) -> np.ndarray:  # fmt: skip
     """`conv_transpose1d` (no padding, output length (L - 1) * stride + K) as one BLAS product and an
     overlap-add: input i times kernel tap k = q * stride + p lands on output (i + q) * stride + p."""
     batch, c_in, length = x.shape
@@ -236,15 +204,15 @@ def conv_transpose1d_gemm(
     if groups == 1:
         z = weight.reshape(c_in, c_out * kernel).T @ x  # (B, C_out * K, L)
     else:
-        wg = np.swapaxes(weight.reshape(groups, c_group_in, c_group_out * kernel), 1, 2)
+        wg = np.swapaxes(weight.reshape(groups, c_group_in, c_group_out * kernel), 1, 2)  # (G, C_out / G * K, C_in / G)
         z = wg @ x.reshape(batch, groups, c_group_in, length)  # (B, G, C_group_out * K, L)
-    z = z.reshape(batch, c_out, kernel, length)
+    z = z.reshape(batch, c_out, kernel, length)  # every input sample times every tap
     phases = -(-kernel // stride)  # kernel taps that reach one output phase
     y = np.zeros((batch, c_out, length + phases - 1, stride), dtype=dtype)
     for q in range(phases):
         taps = z[:, :, q * stride : min((q + 1) * stride, kernel), :]  # (B, C_out, p, L)
-        y[:, :, q : q + length, : taps.shape[2]] += np.swapaxes(taps, 2, 3)
-    y = y.reshape(batch, c_out, -1)[:, :, :l_out]
+        y[:, :, q : q + length, : taps.shape[2]] += np.swapaxes(taps, 2, 3)  # (B, C_out, L, p)
+    y = y.reshape(batch, c_out, -1)[:, :, :l_out]  # phases interleave into time: (B, C_out, T_out)
     if bias is not None:
-        y = y + bias[:, None]
+        y = y + bias[:, None]  # (C_out, 1) over time
     return np.ascontiguousarray(y, dtype=dtype)

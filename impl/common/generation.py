@@ -1,13 +1,14 @@
-"""The part of transformers' `GenerationMixin.generate` the official Qwen3-TTS uses, in NumPy.
+"""transformers' `GenerationMixin.generate` (decoder-only, greedy or sampling), in NumPy.
 
-The talker and the code predictor are both driven by HF `generate` with `inputs_embeds` (no prompt ids),
-greedy or sampling, a DynamicCache, and model-specific kwargs carried from one step to the next by each
-model's `_update_model_kwargs_for_generation`. What is mirrored (transformers 4.57.3,
-generation/utils.py `_sample`, logits_process.py):
+A causal LM is driven from prompt ids; the Qwen3-TTS talker and code predictor from `inputs_embeds` (no
+prompt ids), with model-specific kwargs carried from one step to the next by each model's
+`update_model_kwargs_for_generation` (`_update_model_kwargs_for_generation` officially). What is
+mirrored (transformers 4.57.3, generation/utils.py `_sample`, logits_process.py):
 
-- `input_ids` starts empty (batch, 0): `sequences` hold only generated tokens, and the min-new-tokens
-  count and the repetition penalty see only generated tokens;
-- step inputs: the first forward gets `inputs_embeds` and `input_ids=None`, later ones the last token;
+- `input_ids` starts as the prompt ids, or empty (batch, 0) from embeddings: `sequences` hold the prompt
+  and the generated tokens; the repetition penalty sees all of them, min_new_tokens only the new ones;
+- step inputs: the first forward gets the prompt (ids, or `inputs_embeds` with `input_ids=None`), later
+  ones the last token;
   `position_ids` = cumsum(attention_mask) - 1 (1 at padding), cut to the step's length; `cache_position`
   arange(prompt) then one position per step; the attention mask grows by a column of ones per step;
 - next-token logits are cast to float32 before the processors and the argmax (utils.py, `_sample`:
@@ -27,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .layers import new_cache, softmax
+from .attention import new_cache
+from .functional import softmax
 
 # -- logits processors (each returns new scores, float32) --------------------------------------------------------
 
@@ -100,7 +102,8 @@ def sample(scores: np.ndarray, generator: np.random.Generator) -> np.ndarray:
 def generate(
     model: Any,
     *,
-    inputs_embeds: np.ndarray,
+    input_ids: np.ndarray | None = None,
+    inputs_embeds: np.ndarray | None = None,
     attention_mask: np.ndarray | None = None,
     max_new_tokens: int = 20,
     min_new_tokens: int | None = None,
@@ -109,6 +112,7 @@ def generate(
     top_k: int | None = 50,
     top_p: float | None = 1.0,
     eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
     repetition_penalty: float | None = 1.0,
     suppress_tokens: list[int] | None = None,
     output_hidden_states: bool | None = None,
@@ -117,15 +121,19 @@ def generate(
     num_layers: int = 0,
     **model_kwargs: Any,
 ) -> Any:
-    """HF `generate` from `inputs_embeds` for a model whose forward follows the HF causal-LM signature.
-    Returns {"sequences", "hidden_states", "past_key_values"} (GenerateDecoderOnlyOutput's non-None
-    fields) when `return_dict_in_generate`, else the sequences."""
+    """HF `generate` from prompt ids (B, T) or `inputs_embeds` (B, T, C) for a model whose forward follows
+    the HF causal-LM signature and which has `update_model_kwargs_for_generation`. Returns {"sequences",
+    "hidden_states", "past_key_values"} (GenerateDecoderOnlyOutput's non-None fields) when
+    `return_dict_in_generate`, else the sequences (B, prompt ids + new tokens)."""
     if do_sample and generator is None:
         raise ValueError("sampling needs an explicit numpy Generator (generator=np.random.default_rng(seed))")
-    batch, prompt_len = inputs_embeds.shape[:2]
+    prompt = inputs_embeds if inputs_embeds is not None else input_ids
+    batch, prompt_len = prompt.shape[:2]
     eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
-    pad_token_id = eos[0] if eos else None  # transformers: pad defaults to the first EOS
-    input_ids = np.zeros((batch, 0), dtype=np.int64)
+    pad_token_id = eos[0] if pad_token_id is None and eos else pad_token_id  # transformers: the first EOS by default
+    from_embeddings = inputs_embeds is not None
+    input_ids = np.zeros((batch, 0), dtype=np.int64) if from_embeddings else np.asarray(input_ids, dtype=np.int64)
+    prompt_ids = input_ids.shape[1]  # what min_new_tokens and max_new_tokens do not count
     if attention_mask is None:
         attention_mask = np.ones((batch, prompt_len), dtype=np.int64)
     cache = new_cache(num_layers)
@@ -144,8 +152,10 @@ def generate(
         position_ids = np.cumsum(attention_mask, axis=-1) - 1
         position_ids = np.where(attention_mask == 0, 1, position_ids)[:, -step_len:].astype(np.int64)
         inputs: dict[str, Any] = {"cache_position": cache_position, "past_key_values": cache}
-        if first:
+        if first and from_embeddings:
             inputs["input_ids"], inputs["inputs_embeds"] = None, inputs_embeds
+        elif first:
+            inputs["input_ids"], inputs["inputs_embeds"] = input_ids, None
         else:
             inputs["input_ids"], inputs["inputs_embeds"] = input_ids[:, -1:].copy(), None
         inputs["position_ids"] = position_ids
@@ -165,7 +175,7 @@ def generate(
         if repetition_penalty is not None and repetition_penalty != 1.0:
             scores = apply_repetition_penalty(input_ids, scores, repetition_penalty)
         if min_new_tokens and eos:
-            scores = apply_min_new_tokens(input_ids, scores, 0, min_new_tokens, eos)
+            scores = apply_min_new_tokens(input_ids, scores, prompt_ids, min_new_tokens, eos)
         if suppress_tokens is not None:
             scores = apply_suppress_tokens(scores, suppress_tokens)
         if do_sample:
@@ -181,7 +191,7 @@ def generate(
         if eos:
             next_tokens = np.where(unfinished, next_tokens, pad_token_id)
         input_ids = np.concatenate([input_ids, next_tokens[:, None]], axis=-1)
-        if input_ids.shape[-1] >= max_new_tokens:
+        if input_ids.shape[-1] - prompt_ids >= max_new_tokens:
             unfinished[:] = False
         if eos:
             unfinished &= ~np.isin(input_ids[:, -1], eos)
