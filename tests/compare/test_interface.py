@@ -27,6 +27,7 @@ from conformance.store import GoldenStore
 from conformance.subjects.qwen3_tts import impl_binding
 from conformance.subjects.qwen3_tts.impl_binding import ImplCandidate
 from conformance.subjects.qwen3_tts.subject import SUBJECT
+from impl.qwen3_tts import decoder as impl_decoder
 from impl.qwen3_tts import talker as impl_talker
 
 from ..ports import conftest as ports_conftest
@@ -51,7 +52,7 @@ names = { position_ids = "pos_ids" }
 # -- the port ------------------------------------------------------------------------------------------------
 
 
-class PosIdsAttention(impl_talker.TalkerAttention):
+class PosIdsAttention(impl_decoder.Qwen3TTSAttention):
     """The talker attention of the port: positions as `pos_ids`, no catch-all keywords."""
 
     def forward(self, hidden_states: np.ndarray, position_embeddings: tuple[np.ndarray, np.ndarray],
@@ -61,7 +62,7 @@ class PosIdsAttention(impl_talker.TalkerAttention):
         return super().forward(hidden_states, position_embeddings, attention_mask, past_key_values, cache_position)
 
 
-class PosIdsDecoderLayer(impl_talker.TalkerDecoderLayer):
+class PosIdsDecoderLayer(impl_decoder.Qwen3TTSDecoderLayer):
     """Its decoder layer, which passes the positions under the attention's name for them."""
 
     def forward(self, hidden_states: np.ndarray, attention_mask: np.ndarray | None = None, position_ids: Any = None,
