@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compare.metrics import noise_metrics
+from ..metrics import noise_metrics
 from .recorder import flatten, tensor_to_numpy
 
 STATUS_OK = "ok"

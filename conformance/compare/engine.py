@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConformanceError
+from ..metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
 from ..store import tree
 from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import LeafRecord, checksum
 from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
-from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
