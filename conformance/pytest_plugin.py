@@ -212,8 +212,7 @@ if _pytest is not None:
         """The tolerance policy: --policy, else ./conformance-policy.toml or pyproject's table, else built-in."""
         from pathlib import Path
 
-        from conformance.compare.cli import find_policy
-        from conformance.compare.policy import load_policy
+        from conformance.compare.policy import find_policy, load_policy
         from conformance.errors import ConformanceError
 
         option = request.config.getoption("--policy")

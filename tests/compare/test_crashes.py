@@ -15,8 +15,8 @@ import pytest
 
 from conformance.cli import main
 from conformance.compare import engine
-from conformance.compare.cli import write_reports
 from conformance.compare.policy import load_policy
+from conformance.report import write_reports
 from conformance.store import GoldenStore
 from conformance.subjects.qwen3_tts.impl_binding import ImplCandidate
 from conformance.subjects.qwen3_tts.subject import SUBJECT

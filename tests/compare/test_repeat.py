@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conformance.cli import main as cli_main
-from conformance.compare import cli as compare_cli
 from conformance.compare import engine
 from conformance.compare.policy import load_policy
 from conformance.compare.results import FAIL, PASS, RunResult
+from conformance.ports import candidates
 from conformance.store import GoldenStore
 from conformance.subjects.qwen3_tts.impl_binding import ImplCandidate
 from conformance.subjects.qwen3_tts.subject import SUBJECT
@@ -120,7 +120,7 @@ def test_check_repeat_through_the_command_line(golden_f32: Path, tmp_path: Path,
     assert summary["modes"] == ["chained", "repeat"] and summary["cases"][0]["blame"]["repeat"] is None
     assert 'testsuite name="tts_custom_voice.repeat"' in (tmp_path / "impl" / "junit.xml").read_text()
 
-    monkeypatch.setattr(compare_cli, "make_candidate", lambda *args, **kwargs: FlakyImpl())
+    monkeypatch.setattr(candidates, "make_candidate", lambda *args, **kwargs: FlakyImpl())
     code, err = conformance_cli(*base, "3", "--reports", tmp_path / "flaky", "-q")
     assert code == 1
     line = f"{CASE}: nondeterministic candidate: {FLAKY} differs between runs 1 and 2"
