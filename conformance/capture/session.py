@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from .. import __version__
 from ..errors import UsageError
 from ..store.reader import GoldenStore
 from ..store.schema import REFERENCE64_ATTR, checksum
@@ -136,7 +137,7 @@ def software(recordings: Iterable[Recording] = ()) -> dict[str, Any]:
     }
     for recording in recordings:
         out.update(recording.software())
-    out["conformance"] = __import__("conformance").__version__
+    out["conformance"] = __version__
     return out
 
 

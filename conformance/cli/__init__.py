@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import ConformanceError
 from . import check, export, inspect, record
 from .common import Parser
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differential conformance checking of model ports against the official model of each subject "
         "(`conformance list-cases` lists them). Exit codes: 0 conform, 1 divergence beyond policy, 2 bad input or usage.",
     )
-    parser.add_argument("--version", action="version", version=f"conformance {__import__('conformance').__version__}")
+    parser.add_argument("--version", action="version", version=f"conformance {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     record.add_commands(sub)

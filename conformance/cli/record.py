@@ -38,9 +38,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="precision of the official model; float64 is the clean oracle (default float32)")  # fmt: skip
     p.add_argument("--size", default="tiny", choices=("tiny", "full"), help="seeded random model size (default tiny)")
     p.add_argument("--checkpoint", type=Path,
-                   help="a local checkpoint folder of the subject's official model (for Qwen3-TTS: a model folder "
-                        "with speech_tokenizer/, a codec folder, or a folder of base/custom_voice/voice_design built "
-                        "by this tool); its cases must come from one subject")  # fmt: skip
+                   help="a local checkpoint folder of the subject's official model, in the layout its loader takes "
+                        "(see the subject's documentation), or a folder of seeded checkpoints built by this tool; "
+                        "the cases must come from one subject")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="seed of the random checkpoints (default: the subject's)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads; results are bit-reproducible only at the same count (default 1)")  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import subjects
+from ..errors import ConformanceError
 from ..store import GoldenStore
 from . import engine
 from .policy import Policy
@@ -57,11 +58,15 @@ def _work(job: Job, cases: list[str]) -> tuple[list[Any], dict[str, Any], str, d
 
 
 def run_subject(store: GoldenStore, cases: list[str]) -> Any:
-    """The one subject of these cases, or None when they come from several (or name none)."""
+    """The one subject of these cases, or None when they come from several, name none or name one that is not
+    installed here (a candidate that needs a subject then says so; a dump needs none)."""
     found = {store.case(name).provenance.get("subject") for name in cases}
     if len(found) != 1 or None in found:
         return None
-    return subjects.get(str(next(iter(found))))
+    try:
+        return subjects.get(str(next(iter(found))))
+    except ConformanceError:
+        return None
 
 
 def merge_provenance(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -30,8 +30,8 @@ def make_candidate(spec: str, subject: Any = None, *, checkpoint: Path | None = 
     names = load_python_map(mapping) if mapping is not None else None  # a malformed map is bad input before loading
     if subject is None:
         raise UsageError(f"a {spec!r} candidate is built by the subject of the checked cases, and these name no one "
-                         "subject (they come from several, or from none): select cases of one subject (--cases), "
-                         "or check a dump (dump:PATH)")  # fmt: skip
+                         "installed subject (they come from several, name none, or name one not installed here: "
+                         "see list-cases): select cases of one subject (--cases), or check a dump (dump:PATH)")  # fmt: skip
     built = subject.candidate(spec, checkpoint=checkpoint)
     return MappedCandidate(built, names) if names is not None else built
 

@@ -456,7 +456,7 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
     else:
         labels[: len(heads)] = heads
     shown = min(steps, TOKEN_FRAMES)
-    # no logits (a codec encode's codes): no teacher-forced grid, only the tokens themselves
+    # no logits (an encoder's tokens): no teacher-forced grid, only the tokens themselves
     tf_cells: list[list[dict[str, Any] | None]] | None = [[None] * shown for _ in range(rows)] if forced else None
     for t, (row, step) in zip(forced, cells):
         if step >= shown:

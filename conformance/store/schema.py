@@ -1,4 +1,4 @@
-"""The golden-store layout: names, versions and the small codecs both the writer and reader share.
+"""The golden-store layout: names, versions and the small encodings both the writer and reader share.
 
 The layout itself is documented in docs/golden-store.md; this module is its single source of truth
 in code. Only numpy and h5py are imported here (the checking side runs without torch).
