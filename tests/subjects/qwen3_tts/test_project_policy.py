@@ -13,7 +13,7 @@ from conformance.compare.engine import Judge, find_reference
 from conformance.compare.policy import UNIT_ROUNDOFF, load_policy
 from conformance.store import GoldenStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 POLICY = ROOT / "conformance-policy.toml"
 
 

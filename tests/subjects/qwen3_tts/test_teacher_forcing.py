@@ -21,7 +21,7 @@ from conformance.subjects.qwen3_tts.impl_binding import ImplCandidate
 from conformance.subjects.qwen3_tts.official_binding import OfficialCandidate
 from conformance.subjects.qwen3_tts.subject import SUBJECT
 
-POLICY = Path(__file__).resolve().parents[2] / "conformance-policy.toml"
+POLICY = Path(__file__).resolve().parents[3] / "conformance-policy.toml"
 CASE = "tts_custom_voice"
 # the talker's second decoder layer with its MLP output zeroed (weight * (1 - 1))
 SECOND_LAYER = "talker.model.layers.1.mlp.down_proj.weight"
