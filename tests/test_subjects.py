@@ -172,3 +172,22 @@ def test_the_project_job_checks_every_store_of_every_subject(toy: ToyGoldens, tm
                          quiet=True) == 1  # fmt: skip
     with pytest.raises(Exception, match="lists no golden store of subject qwen3_tts"):
         project.check(goldens, policy, reports, only="qwen3_tts")
+
+
+def test_regenerating_one_subjects_goldens_rewrites_its_manifest_entry_only(toy: ToyGoldens, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    other = {"title": "Another model", "stores": []}
+    manifest.update_subject(tmp_path, "qwen3_tts", other)
+    assert project.goldens(tmp_path, NAME) == 0
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["subjects"]["qwen3_tts"] == other and list(data["subjects"]) == ["qwen3_tts", NAME]
+    entries = [entry for entry in manifest.stores(tmp_path) if entry.subject == NAME]
+    assert [(e.path.name, e.dtype) for e in entries] == [
+        (f"{NAME}-float32.h5", "float32"),
+        (f"{NAME}-float64.h5", "float64"),
+    ]
+    assert f"{NAME}: 2 stores" in capsys.readouterr().out
+    policy = Path(__file__).resolve().parent.parent / "conformance-policy.toml"
+    assert project.check(tmp_path, policy, tmp_path / "reports", only=NAME, quiet=True) == 0
+    summary = json.loads((tmp_path / "reports" / NAME / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and not summary["notes"]  # calibrated on the pair the manifest names

@@ -488,6 +488,23 @@ class ToySubject(subjects.Subject):
             raise UsageError("the toy subject builds its checkpoint in a folder you name")
         return build_checkpoint(folder, SEED if seed is None else seed)
 
+    def make_goldens(self, folder: Path, **options: Any) -> dict[str, Any]:
+        """The toy's committed goldens, as a project would keep them: its checkpoint under checkpoints/, a float32
+        store with its noise records and the float64 store it is paired with through the manifest."""
+        from conformance.capture.session import record
+
+        checkpoint = build_checkpoint(folder / "checkpoints" / NAME)
+        stores = []
+        for dtype in ("float32", "float64"):
+            path = folder / f"{NAME}-{dtype}.h5"
+            record(path, [(self.recording(checkpoint=checkpoint), list(CASES))], dtype=dtype, reference64=False,
+                   command="make_goldens")  # fmt: skip
+            stores.append({"path": path.name, "dtype": dtype, "sha256": _sha256(path), "bytes": path.stat().st_size,
+                           "cases": [case.name for case in CASES]})  # fmt: skip
+        stores[0]["float64_reference"] = stores[1]["path"]
+        return {"title": self.title, "stores": stores,
+                "checkpoint": {"path": f"checkpoints/{NAME}", "files": {"model.safetensors": _sha256(checkpoint / "model.safetensors")}}}  # fmt: skip
+
     def candidate(self, spec: str, *, checkpoint: Path | None = None) -> Candidate:
         kind = spec.split(":")[0]
         if kind == "impl":
