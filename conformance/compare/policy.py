@@ -458,7 +458,7 @@ def find_policy(explicit: Path | None = None, folder: Path | None = None) -> Pat
     if explicit is not None:
         return explicit
     for name in DEFAULT_POLICY_FILES:
-        path = Path(folder or ".") / name if folder is not None else Path(name)
+        path = Path(folder) / name if folder is not None else Path(name)
         if path.exists():
             if name == "pyproject.toml":
                 try:
