@@ -55,15 +55,14 @@ def seeds(text: str) -> list[int]:
 def check(golden: Path, candidate: Any, policy: Any, reference: Path | None, modes: tuple[str, ...],
           cases: list[str] | None = None) -> Any:  # fmt: skip
     from conformance.compare import engine
-    from conformance.compare.cli import with_token_logits
     from conformance.store import GoldenStore
-    from conformance.subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
+    from conformance.subjects.qwen3_tts.subject import SUBJECT
 
     with GoldenStore(golden) as store:
         ref = GoldenStore(reference) if reference else None
         try:
             options = engine.CheckOptions(modes=modes, cases=cases, reference=ref, subject=SUBJECT, keep_failing=0)
-            return engine.check(store, candidate, with_token_logits(policy, TOKEN_LOGITS), options)
+            return engine.check(store, candidate, policy, options)
         finally:
             if ref is not None:
                 ref.close()
@@ -103,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
 
+    from conformance.capture.session import reference64_path
     from conformance.compare.policy import load_policy
     from conformance.compare.results import FAIL
     from conformance.subjects.qwen3_tts import cases as case_registry
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         golden = args.work / f"seed{seed}.h5"
         if not golden.exists():
             record.record(golden, selected, seed=seed, command=f"calibration_fallback seed {seed}")
-        twin = record.reference64_path(golden)
+        twin = reference64_path(golden)
 
         def fails(run: Any) -> int:
             return sum(1 for case in run.cases for t in case.outputs() if t.status == FAIL)

@@ -11,7 +11,7 @@ ini option) and `--policy FILE`. Fixtures:
 
     import pytest
 
-    @pytest.mark.conformance(cases=["codec_decode_short"], modules=["speech_tokenizer.decoder.decoder.*"])
+    @pytest.mark.conformance(cases=["decode_short"], modules=["vocoder.decoder.blocks.*"])
     def test_decoder(golden_call, conformance_check, my_port):
         args, kwargs = golden_call.inputs()
         conformance_check(golden_call, my_port.run(golden_call.key, *args, **kwargs))
@@ -171,6 +171,19 @@ def pytest_generate_tests(metafunc: Any) -> None:
     metafunc.parametrize("golden_call", refs, ids=[str(r) for r in refs], indirect=True)
 
 
+def _policy_for(policy: Any, case: Any) -> Any:
+    """The policy as it applies to the case's subject (its rules and token heads), found through the registry;
+    the policy for every subject when that subject is not installed here."""
+    from conformance import subjects
+    from conformance.errors import ConformanceError
+
+    try:
+        subject = subjects.for_case(case)
+    except ConformanceError:
+        subject = None
+    return policy.for_subject(subject.name if subject else None, subject.token_logits if subject else ())
+
+
 def _fail(message: str) -> None:
     import pytest
 
@@ -212,8 +225,7 @@ if _pytest is not None:
         """The tolerance policy: --policy, else ./conformance-policy.toml or pyproject's table, else built-in."""
         from pathlib import Path
 
-        from conformance.compare.cli import find_policy
-        from conformance.compare.policy import load_policy
+        from conformance.compare.policy import find_policy, load_policy
         from conformance.errors import ConformanceError
 
         option = request.config.getoption("--policy")
@@ -264,7 +276,7 @@ if _pytest is not None:
             reference = None
             if _conformance_reference is not None and call.case in _conformance_reference.cases:
                 reference = _conformance_reference.case(call.case)
-            judge = Judge(conformance_policy, golden, reference, mode)
+            judge = Judge(_policy_for(conformance_policy, golden), golden, reference, mode)
             produced = flatten_numpy(outputs, "outputs", top=True)
             leaves = [leaf for leaf in golden.leaves(call.key, call.call)
                       if leaf.is_tensor and leaf.role.startswith("outputs")]  # fmt: skip

@@ -1,11 +1,13 @@
-"""Shared fixtures: paths of the committed goldens, hypothesis profiles, and the rule that a test run
-in which nothing passed is a failure (never a silent green)."""
+"""Shared fixtures: paths of the committed goldens, the toy subject recorded once per session (tests/toy_subject.py:
+what the generic rooms' tests check, with neither the Qwen3-TTS goldens nor its bindings), hypothesis profiles,
+and the rule that a test run in which nothing passed is a failure (never a silent green)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def _recorded_cpu_capability() -> str | None:
     try:
-        return json.loads((GOLDENS / "manifest.json").read_text())["software"]["torch_cpu_capability"]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = json.loads((GOLDENS / "manifest.json").read_text())["subjects"].values()
+        found = {entry["software"]["torch_cpu_capability"] for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    return found.pop() if len(found) == 1 else None  # subjects recorded with other kernels: ask for none
 
 
 # torch, oneDNN and MKL pick their CPU kernels by the instruction sets they find (AVX2, AVX512), and those
@@ -81,3 +85,29 @@ def golden_f64() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     return GOLDENS / "checkpoints" / "qwen3_tts-tiny"
+
+
+@dataclass(frozen=True)
+class ToyGoldens:
+    """The toy subject's golden (float32 with its noise records), its float64 twin and its checkpoint."""
+
+    golden: Path
+    reference: Path
+    checkpoint: Path
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> ToyGoldens:
+    """The toy subject, registered, with its checkpoint built and its cases recorded by `conformance record` (the
+    generic session, the oracle on, the float64 twin beside)."""
+    pytest.importorskip("torch")
+    from conformance import subjects
+    from conformance.cli import main
+    from tests.toy_subject import NAME, SUBJECT, build_checkpoint
+
+    subjects.register(SUBJECT, replace=True)
+    folder = tmp_path_factory.mktemp("toy")
+    checkpoint = build_checkpoint(folder / "checkpoint")
+    golden = folder / "toy.h5"
+    assert main(["record", "--subject", NAME, "--checkpoint", str(checkpoint), "--oracle", "-o", str(golden)]) == 0
+    return ToyGoldens(golden, folder / "toy.float64.h5", checkpoint)

@@ -6,11 +6,11 @@ way the golden names them (`key#call/role`, see docs/golden-store.md), so the du
 
     from conformance.capture.dump import dump_case
 
-    dump_case({"": model}, lambda: model.generate(...), "dumps/tts_custom_voice.safetensors",
-              case="tts_custom_voice")
+    dump_case({"": model}, lambda: model.generate(...), "dumps/greedy_decode.safetensors",
+              case="greedy_decode")
 
 `roots` maps a golden path prefix to a module ("" keeps the module's own `named_modules()` paths;
-"speech_tokenizer" puts a codec under that prefix, as the golden has it). The written file is a
+"vocoder" puts a second model under that prefix, as the golden has it). The written file is a
 safetensors file whose `__metadata__` names the case, the tool and the library versions that ran; it is
 written to a temporary name and renamed, so a crashed run never leaves a half dump.
 """
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..store import tree
 from .recorder import FunctionSpec, MethodSpec, TorchTap
 
@@ -130,8 +131,6 @@ def dump_case(
     with torch.no_grad(), TorchTap(roots, collector, include=include, methods=methods, functions=functions):
         run()
     if not collector.tensors:
-        from ..errors import UsageError
-
         raise UsageError("the run called no hooked module: nothing to dump (wrong roots or include globs?)", path=out)
     extra = {**library_versions(), **(metadata or {})}
     if collector.skipped:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compare.metrics import noise_metrics
+from ..metrics import noise_metrics
+from ..store.schema import bfloat16_to_float32
 from .recorder import flatten, tensor_to_numpy
 
 STATUS_OK = "ok"
@@ -153,6 +154,4 @@ class IsolatedOracle:
 
 
 def _widen(raw: np.ndarray, logical: str) -> np.ndarray:
-    from ..store.schema import bfloat16_to_float32
-
     return bfloat16_to_float32(raw) if logical == "bfloat16" else raw

@@ -10,8 +10,8 @@ A tensor already stored is not stored again: a module's input that is the very t
 module returned (or received) becomes a reference to it, provided its bytes did not change since. Most
 inputs of a sequential network are its previous module's outputs, so this halves what is written.
 
-`forward` hooks do not see other methods. Methods that compute a component of the model (the codec
-quantizer's `decode`, `chunked_decode`, `generate`, the speaker embedding extraction) are wrapped
+`forward` hooks do not see other methods. Methods that compute a component of the model (a
+quantizer's `decode`, a decoder's `chunked_decode`, `generate`, an embedding extraction) are wrapped
 explicitly and recorded under `<module path>:<method>`; free functions under `:<function>`.
 """
 

@@ -1,0 +1,65 @@
+"""Checking a candidate against a golden store: the engine (isolated, chained and repeated runs, blame, growth,
+tokens), tolerance policies, verdict records, what a candidate is (numpy and h5py only, never torch)."""
+
+from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered, Sink, UnloadableCandidate, check_call
+from .engine import CheckOptions, Judge, ReferenceLookup, check, find_reference, locate_reference, reference_case
+from .policy import Policy, find_policy, load_policy, parse_policy
+from .provenance import package_provenance, provenance_differences
+from .results import (
+    ERROR,
+    FAIL,
+    INTERFACE,
+    NOT_COVERED,
+    PASS,
+    SKIPPED,
+    STATUSES,
+    XFAIL,
+    XPASS,
+    Blame,
+    CaseError,
+    CaseResult,
+    RunResult,
+    TensorResult,
+    TokenFinding,
+)
+from .run import CandidateFactory, check_goldens
+
+__all__ = [
+    "ERROR",
+    "FAIL",
+    "INTERFACE",
+    "NOT_COVERED",
+    "PASS",
+    "SKIPPED",
+    "STATUSES",
+    "XFAIL",
+    "XPASS",
+    "Blame",
+    "Candidate",
+    "CandidateCrash",
+    "CandidateFactory",
+    "CaseError",
+    "CaseResult",
+    "CheckOptions",
+    "InterfaceMismatch",
+    "Judge",
+    "NotCovered",
+    "Policy",
+    "ReferenceLookup",
+    "RunResult",
+    "Sink",
+    "TensorResult",
+    "TokenFinding",
+    "UnloadableCandidate",
+    "check",
+    "check_call",
+    "check_goldens",
+    "find_policy",
+    "find_reference",
+    "load_policy",
+    "locate_reference",
+    "package_provenance",
+    "parse_policy",
+    "provenance_differences",
+    "reference_case",
+]

@@ -8,8 +8,8 @@ A candidate can do one or both of:
 * **chained**: run a whole case from the case's inputs, reporting every call of every component to a
   sink as it happens (`run_chained(case, sink)`), so each intermediate can be compared with its golden.
 
-Components are named by the official module key (`talker.model.layers.3.self_attn`,
-`speech_tokenizer.decoder.quantizer:decode`); a call's outputs (and args/kwargs) are nested structures
+Components are named by the official module key (`model.layers.3.self_attn`,
+`vocoder.decoder.quantizer:decode`); a call's outputs (and args/kwargs) are nested structures
 of numpy arrays and plain values, flattened by the engine with the recorder's naming. A component the
 candidate does not implement is reported as *not covered*, never as a pass.
 """

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,13 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConformanceError
-from ..store import tree
+from .. import subjects
+from ..errors import ConformanceError, UsageError
+from ..metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
+from ..store import manifest, tree
 from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
-from ..store.schema import LeafRecord, checksum
+from ..store.schema import REFERENCE64_ATTR, LeafRecord, checksum
+from ..store.writer import summarize
 from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
-from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -79,7 +82,9 @@ class CheckOptions:
     allow_partial: bool = False
     command: str = ""
     on_progress: Callable[[str, int, int], None] | None = None
-    subject: Any = None  # subject hooks (token locations, retained outputs)
+    # the subject of every case (its tokens, signals, retained outputs: conformance.subjects.Subject); None: each
+    # case's own, named in its golden provenance and found through the registry
+    subject: Any = None
     keep: set[str] = field(default_factory=set)  # module keys whose candidate outputs are kept for the report
     keep_failing: int = 4  # failing calls per case and mode whose candidate outputs are kept for the report
     keep_failing_bytes: int = 8 << 20  # byte budget per run for those
@@ -405,9 +410,6 @@ class Judge:
 
     def _judge_summary(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """Stats tier: compare the candidate's statistics with the recorded ones; hash tier: bit equality."""
-        from ..store.schema import checksum
-        from ..store.writer import summarize
-
         golden = self.case.summary(leaf)
         if leaf.tier == "hash":
             raw = candidate.astype(np.dtype(leaf.dtype)) if leaf.dtype in FLOAT_DTYPES[1:] else candidate
@@ -532,7 +534,8 @@ def _input_leaves(case: Case, key: str, call: int) -> list[LeafRecord]:
 
 
 def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckOptions,
-                 result: CaseResult, keeper: FailingKeeper | None = None) -> None:  # fmt: skip
+                 result: CaseResult, keeper: FailingKeeper | None = None, subject: Any = None) -> None:  # fmt: skip
+    subject = subject if subject is not None else options.subject
     calls = [c for c in case.calls_by_completion() if _want(c.key, options.modules)]
     for index, call in enumerate(calls):
         if options.on_progress:
@@ -578,37 +581,47 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
                 keeper.offer(tensor, produced.get(leaf.role))
             if judge.policy.tokens.is_logits(leaf.key) and tensor.status != NOT_COVERED:
                 _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result)
-            step = model_step(options.subject, case, leaf)
+            step = model_step(subject, case, leaf)
             if step is not None and tensor.status != NOT_COVERED:
-                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result, TEACHER_FORCED_MODEL, step)
+                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result, TEACHER_FORCED_MODEL, step,
+                                subject)  # fmt: skip
 
 
 TEACHER_FORCED, TEACHER_FORCED_MODEL = "teacher_forced", "teacher_forced_model"
 
 
-def model_step(subject: Any, case: Case, leaf: LeafRecord) -> tuple[int, int] | None:
-    """(frame, codebook) when this golden output is the logits of a whole-model generation step (the subject
-    says which): its isolated replay ran the whole model on the golden history, not only a logits head."""
-    if subject is None or not hasattr(subject, "model_step"):
+def model_step(subject: Any, case: Case, leaf: LeafRecord) -> tuple[int, ...] | None:
+    """The token index (over the subject's token axes) when this golden output is the logits of a whole-model
+    generation step (the subject says which): its isolated replay ran the whole model on the golden history, not
+    only a logits head."""
+    if subject is None:
         return None
     step = subject.model_step(case, leaf.key, leaf.call, leaf.role)
-    return None if step is None else (int(step[0]), int(step[1]))
+    return None if step is None else tuple(int(i) for i in step)
+
+
+def _token_axes(subject: Any, case: Case) -> tuple[str, ...]:
+    layout = subject.tokens(case) if subject is not None else None
+    return tuple(layout.axes) if layout is not None else ()
 
 
 def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult,
-                    mode: str = TEACHER_FORCED, step: tuple[int, int] | None = None) -> None:  # fmt: skip
+                    mode: str = TEACHER_FORCED, step: tuple[int, ...] | None = None,
+                    subject: Any = None) -> None:  # fmt: skip
     """Classify the candidate's top-1 on the golden history against the golden's: per logits head
-    ("teacher_forced", the head re-run on golden hidden states) or per whole-model step ("teacher_forced_model")."""
+    ("teacher_forced", the head re-run on golden hidden states) or per whole-model step ("teacher_forced_model",
+    at the token index `step`)."""
     if not isinstance(value, np.ndarray) or tuple(value.shape) != tuple(leaf.shape) or not leaf.shape:
         return
     golden = last_position(case.tensor(leaf))
     mine = last_position(value)
-    frame, codebook = step if step is not None else (None, None)
+    axes = _token_axes(subject, case) if step is not None else ()
     for row in range(golden.shape[0]):
         finding = classify(golden[row], mine[row], policy.tokens.near_tie_margin)
         finding_record = TokenFinding(case.name, mode, leaf.key, leaf.call, finding.classification,
                                       finding.golden_token, finding.candidate_token, finding.golden_second,
-                                      finding.margin, frame=frame, codebook=codebook, position=row)  # fmt: skip
+                                      finding.margin, index=list(step) if step is not None else None,
+                                      axes=list(axes), row=row)  # fmt: skip
         result.tokens.append(finding_record)
 
 
@@ -882,7 +895,7 @@ def blame(result: CaseResult, mode: str, case: Case | None = None) -> Blame | No
 
 def input_blame(case: Case, result: CaseResult, mode: str) -> Blame | None:
     """When no call diverges on conforming inputs, the divergence came in through an input that no recorded
-    module produced (reference codes computed by an unhooked codec, a tensor built by glue code): blame the
+    module produced (reference tokens computed by an unhooked encoder, a tensor built by glue code): blame the
     first such failing input, in the order calls started, that no failing golden producer explains."""
     failing_inputs = sorted((t for t in result.tensors if t.mode == mode and t.is_input and t.status in (FAIL, ERROR)),
                             key=lambda t: (t.seq_start, t.seq_end))  # fmt: skip
@@ -938,43 +951,45 @@ def growth(result: CaseResult) -> list[GrowthPoint]:
 
 def free_running(case: Case, kept: dict[tuple[str, int], dict[str, Any]], policy: Policy, result: CaseResult,
                  subject: Any) -> None:  # fmt: skip
-    """First divergent (frame, codebook) of generated codes, classified by the golden's top-1 margin."""
-    if subject is None or not hasattr(subject, "codes"):
+    """The first token of the case (where the subject's token layout says) that the candidate generated otherwise
+    than the golden, as an index over the layout's axes, classified by the golden's top-1 margin at the logits
+    call that chose it."""
+    layout = subject.tokens(case) if subject is not None else None
+    if layout is None:
         return
-    located = subject.codes(case)
-    if located is None:
-        return
-    (key, call, role) = located
+    key, call, role = layout.location
     mine = kept.get((key, call), {}).get(role)
     if mine is None:
         return
     golden = case.tensor(key, call, role)
+    axes = list(layout.axes)
     if mine.shape != golden.shape or np.array_equal(mine, golden):
         if mine.shape != golden.shape:
-            result.first_divergence = {"frame": None, "codebook": None, "classification": "length",
-                                       "message": f"generated {list(mine.shape)} codes, golden {list(golden.shape)}"}  # fmt: skip
+            result.first_divergence = {"axes": axes, "index": None, "classification": "length",
+                                       "message": f"generated {list(mine.shape)} tokens, golden {list(golden.shape)}"}  # fmt: skip
         return
-    frame, codebook = (int(i) for i in np.argwhere(mine != golden)[0])
-    info: dict[str, Any] = {"frame": frame, "codebook": codebook, "golden_token": int(golden[frame, codebook]),
-                            "candidate_token": int(mine[frame, codebook])}  # fmt: skip
-    logits_at = subject.logits(case, frame, codebook)
+    index = tuple(int(i) for i in np.argwhere(mine != golden)[0])
+    info: dict[str, Any] = {"axes": axes, "index": list(index), **dict(zip(axes, index)),
+                            "golden_token": int(golden[index]), "candidate_token": int(mine[index])}  # fmt: skip
+    logits_at = subject.logits_for(case, index)
     if logits_at is not None:
-        logits_key, logits_call = logits_at
-        logits = last_position(case.tensor(logits_key, logits_call, "outputs/0"))[0]
-        finding = classify(logits, None, policy.tokens.near_tie_margin, candidate_token=int(mine[frame, codebook]))
+        logits = last_position(case.tensor(logits_at.key, logits_at.call, "outputs/0"))[logits_at.row]
+        finding = classify(logits, None, policy.tokens.near_tie_margin, candidate_token=int(mine[index]))
         info.update(classification=finding.classification, margin=finding.margin, golden_second=finding.golden_second,
-                    logits=f"{logits_key}#{logits_call}")  # fmt: skip
-        result.tokens.append(TokenFinding(case.name, "free_running", logits_key, logits_call, finding.classification,
-                                          finding.golden_token, int(mine[frame, codebook]), finding.golden_second,
-                                          finding.margin, frame=frame, codebook=codebook))  # fmt: skip
-        seq = case.get_call(logits_key, logits_call).seq_end
+                    logits=f"{logits_at.key}#{logits_at.call}")  # fmt: skip
+        result.tokens.append(TokenFinding(case.name, "free_running", logits_at.key, logits_at.call,
+                                          finding.classification, finding.golden_token, int(mine[index]),
+                                          finding.golden_second, finding.margin, index=list(index), axes=axes,
+                                          row=logits_at.row))  # fmt: skip
+        seq = case.get_call(logits_at.key, logits_at.call).seq_end
         info["seq_end"] = seq
         if policy.tokens.allow_ties and finding.classification in ("exact_tie", "near_tie"):
             # Everything after a tie-broken token legitimately differs: not a failure of the candidate.
+            where = layout.describe(index)
             for tensor in result.tensors:
                 if tensor.mode == "chained" and tensor.seq_end > seq and tensor.status in (FAIL, ERROR):
                     tensor.status = SKIPPED
-                    tensor.message = f"after the generated codes diverged on a {finding.classification} at frame {frame}, codebook {codebook}"
+                    tensor.message = f"after the generated tokens diverged on a {finding.classification} at {where}"
     result.first_divergence = info
 
 
@@ -986,8 +1001,6 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
     names = options.cases or store.cases
     missing = [n for n in names if n not in store.cases]
     if missing:
-        from ..errors import UsageError
-
         raise UsageError(
             f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path
         )
@@ -1000,7 +1013,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         command=options.command,
         started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         seconds=0.0,
-        golden_provenance=_provenance_summary(store, first),
+        golden_provenance=provenance_summary(store, first),
         modes=list(modes),
         allow_partial=options.allow_partial,
     )
@@ -1009,31 +1022,33 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         case = store.case(name)
         result = CaseResult(name, case.provenance.get("family", ""), case.dtype, modes,
                             description=case.provenance.get("description", ""))  # fmt: skip
-        reference = _reference_case(options.reference, case, result, policy)
-        if options.reference is None and _calibrates_chained(policy, case, options):
+        subject = options.subject if options.subject is not None else installed_subject(case, result.notes)
+        case_policy = policy.for_subject(subject.name if subject else None, subject.token_logits if subject else ())
+        describe_subject(result, subject, case)
+        reference = reference_case(options.reference, case, case_policy, result.notes)
+        if options.reference is None and _calibrates_chained(case_policy, case, options):
             reason = options.reference_note or "no float64 reference recording of this golden was found"
-            result.notes.append(fallback_note(reason, policy, case))
+            result.notes.append(fallback_note(reason, case_policy, case))
         stage = "prepare"
         try:
             candidate.prepare(store, case)
             if "isolated" in options.modes:
                 stage = "isolated"
                 t = time.time()
-                run_isolated(case, candidate, Judge(policy, case, reference, "isolated"), options, result, keeper)
+                run_isolated(case, candidate, Judge(case_policy, case, reference, "isolated"), options, result, keeper,
+                             subject)  # fmt: skip
                 result.seconds["isolated"] = round(time.time() - t, 3)
                 result.blame["isolated"] = blame(result, "isolated")
                 candidate.review(case, result, "isolated")
             if "chained" in options.modes:
                 stage = "chained"
                 t = time.time()
-                keep = set(options.keep)
-                if options.subject is not None and hasattr(options.subject, "keep"):
-                    keep |= set(options.subject.keep(case))
+                keep = set(options.keep) | kept_keys(subject, case)
                 chained_options = CheckOptions(**{**options.__dict__, "keep": keep})
                 run1 = Fingerprints() if options.repeat > 1 else None
-                kept = run_chained(case, candidate, Judge(policy, case, reference, "chained"), chained_options, result,
-                                   keeper, run1)  # fmt: skip
-                free_running(case, kept, policy, result, options.subject)
+                kept = run_chained(case, candidate, Judge(case_policy, case, reference, "chained"), chained_options,
+                                   result, keeper, run1)  # fmt: skip
+                free_running(case, kept, case_policy, result, subject)
                 result.seconds["chained"] = round(time.time() - t, 3)
                 result.blame["chained"] = blame(result, "chained", case)
                 candidate.review(case, result, "chained")
@@ -1067,19 +1082,49 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
     return run
 
 
+def installed_subject(case: Case, notes: list[str]) -> Any:
+    """The subject that recorded the case, through the registry; None, with a note saying what is not judged, when
+    it is not installed here (a port's CI checking a dump needs only numpy and h5py: its tensors are still judged)."""
+    try:
+        return subjects.for_case(case)
+    except UsageError as exc:
+        notes.append(f"{exc}: the case is judged tensor by tensor, without the subject's tokens, signals and "
+                     "whole-model steps")  # fmt: skip
+        return None
+
+
+def describe_subject(result: CaseResult, subject: Any, case: Case) -> None:
+    """What the report needs of the case's subject, recorded in its verdict: the subject's name, where its tokens
+    are and their axes, and which outputs are signals (so summary.json alone can be rendered)."""
+    if subject is None:
+        return
+    result.subject = subject.name
+    layout = subject.tokens(case)
+    result.token_layout = layout.to_json() if layout is not None else None
+    result.signals = [signal.to_json() for signal in subject.signals(case)]
+
+
+def kept_keys(subject: Any, case: Case) -> set[str]:
+    """Module keys whose chained candidate outputs are kept for the report: what the subject asks for, and the
+    call holding its tokens (free running compares the candidate's tokens with the golden's)."""
+    if subject is None:
+        return set()
+    keep = set(subject.keep(case))
+    layout = subject.tokens(case)
+    if layout is not None:
+        keep.add(layout.location[0])
+    return keep
+
+
 def run_modes(options: CheckOptions) -> list[str]:
     """The modes a run reports: the checked ones, and "repeat" when chained runs are repeated."""
     if options.repeat > 1 and "chained" not in options.modes:
-        from ..errors import UsageError
-
         raise UsageError("repeating a check (--repeat) needs the chained mode: the candidate runs whole cases")
     return [*options.modes, REPEAT] if options.repeat > 1 else list(options.modes)
 
 
 def case_error(stage: str, exc: BaseException) -> CaseError:
     """A candidate's exception as a case's error verdict: its one-line message, the traceback kept whole."""
-    import traceback
-
     if isinstance(exc, CandidateCrash):
         stage, exc = exc.stage, exc.original
     message = " ".join(str(exc).split())[:500] or "(no message)"
@@ -1118,14 +1163,16 @@ def calibration_notes(cases: list[CaseResult]) -> list[str]:
     return out
 
 
-def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResult,
-                    policy: Policy | None = None) -> Case | None:  # fmt: skip
+def reference_case(reference: GoldenStore | None, case: Case, policy: Policy | None = None,
+                   notes: list[str] | None = None) -> Case | None:  # fmt: skip
+    """The float64 reference of a golden case: what its chained noise is measured against. None for a float64
+    golden, a reference lacking the case, or one whose float64 run took another discrete decision (then `notes`,
+    when given, gets the calibration fallback note saying why, worded with `policy`'s fallback factor)."""
     if reference is None or case.dtype == "float64":
         return None
     if case.name not in reference.cases:
-        if policy is not None:
-            missing = f"the float64 reference {reference.path} has no case {case.name}"
-            result.notes.append(fallback_note(missing, policy, case))
+        if policy is not None and notes is not None:
+            notes.append(fallback_note(f"the float64 reference {reference.path} has no case {case.name}", policy, case))
         return None
     ref = reference.case(case.name)
     # A discrete decision that differs between the float32 and float64 runs makes every later tensor differ
@@ -1136,16 +1183,18 @@ def _reference_case(reference: GoldenStore | None, case: Case, result: CaseResul
         if discrete and not (
             isinstance(theirs, np.ndarray) and mine.shape == theirs.shape and np.array_equal(mine, theirs)
         ):
-            if policy is not None:
-                result.notes.append(fallback_note(f"the float64 reference generated different {name}", policy, case))
+            if policy is not None and notes is not None:
+                notes.append(fallback_note(f"the float64 reference generated different {name}", policy, case))
             return None
     return ref
 
 
-def _provenance_summary(store: GoldenStore, case: Case | None) -> dict[str, Any]:
+def provenance_summary(store: GoldenStore, case: Case | None) -> dict[str, Any]:
+    """The golden's provenance as a run reports it (from the store and its first checked case)."""
     p = case.provenance if case is not None else {}
     return {
         "path": str(store.path),
+        "subject": p.get("subject"),
         "created_utc": store.created_utc,
         "official_package": p.get("official_package"),
         "official_version": p.get("official_version"),
@@ -1174,10 +1223,6 @@ def locate_reference(store_path: Path) -> ReferenceLookup:
     """The float64 golden paired with a float32 golden: the twin the store names (`record` writes it beside
     the store and names it in a root attribute, with the twin's recording id), else the manifest.json beside
     the store (the committed goldens)."""
-    import json
-
-    from ..store.schema import REFERENCE64_ATTR
-
     try:
         with GoldenStore(store_path) as store:
             named = store.float64_reference
@@ -1201,18 +1246,9 @@ def locate_reference(store_path: Path) -> ReferenceLookup:
                                          f"recording id differs from the one the golden's {REFERENCE64_ATTR} "
                                          "attribute names: it was re-recorded or replaced)")  # fmt: skip
         return ReferenceLookup(twin)
-    manifest = store_path.parent / "manifest.json"
-    if manifest.exists():
-        try:
-            data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            data = {}
-        for entry in data.get("stores", []) if isinstance(data, dict) else []:
-            if entry.get("path") == store_path.name and entry.get("float64_reference"):
-                candidate = store_path.parent / entry["float64_reference"]
-                if candidate.exists():
-                    return ReferenceLookup(candidate)
-                return ReferenceLookup(None, f"{manifest} pairs the golden with {candidate}, which is missing")
+    paired, missing = manifest.paired_reference(store_path)
+    if paired is not None or missing:
+        return ReferenceLookup(paired, missing)
     return ReferenceLookup(None, "the golden names no float64 reference (recorded with --no-reference64, or "
                                  "before `record` wrote one) and no manifest.json beside it pairs one")  # fmt: skip
 

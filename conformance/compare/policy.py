@@ -12,16 +12,20 @@ A policy is a TOML file (or the `[tool.conformance]` table of a pyproject.toml):
     metrics = ["rel_l2", "max_abs"]
     floor_eps = 8                   # floor in rounding units of the golden dtype, scaled like the metric
 
-    [tokens]
+    [tokens]                        # for every subject
     near_tie_margin = 1e-4          # a top-1 margin below this is a near tie
-    logits = ["talker.codec_head", "talker.code_predictor.lm_head.*"]
+    logits = ["lm_head"]            # globs over the module keys whose outputs are logits heads
+
+    [tokens.my_subject]             # for the cases of one subject (its name in the goldens): replaces [tokens]
+    logits = ["decoder.head.*"]
 
     [masks]                         # additive attention masks are compared by pattern, not value
     roles = ["kwargs/attention_mask"]
     threshold = -1e30               # values at or below this are "masked" (float32 min, float64 min, -inf)
 
     [[rule]]
-    modules = "speech_tokenizer.encoder.*"   # glob, or a list of globs, over module keys
+    modules = "encoder.*"                    # glob, or a list of globs, over module keys
+    subject = "my_subject"                   # optional: only the cases of this subject (or a list of them)
     role = "outputs/*"                       # optional glob over roles
     dtype = "float32"                        # optional
     mode = "chained"                         # optional: isolated or chained
@@ -30,10 +34,13 @@ A policy is a TOML file (or the `[tool.conformance]` table of a pyproject.toml):
 
 Precedence: the base is the calibrated threshold when the tensor has a noise record and calibration is
 on, else the dtype default. Of the rules that match a tensor, the most specific wins (the one whose
-module glob has the most literal characters, then one that names a role, a dtype, a mode; on a tie the
-later rule in the file). A winning rule with thresholds replaces the base; with `calibrated = true`
+module glob has the most literal characters, then one that names a role, a dtype, a mode, a subject; on a tie
+the later rule in the file). A winning rule with thresholds replaces the base; with `calibrated = true`
 (and optional `k`, `floor`) it recalibrates; with only `xfail` it keeps the base and marks the tensor
 as expected to fail.
+
+Without any `logits` list for a subject (neither in its [tokens.<subject>] table nor in [tokens]), its cases use
+the logits heads the subject itself declares (conformance.subjects.Subject.token_logits).
 """
 
 from __future__ import annotations
@@ -42,11 +49,12 @@ import fnmatch
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import PolicyError
+from .. import subjects
+from ..errors import ConformanceError, PolicyError
 
 # name -> (direction, description). "max": the metric must not exceed it; "min": must not fall below.
 THRESHOLDS: dict[str, tuple[str, str]] = {
@@ -73,7 +81,7 @@ TORCH_TESTING_DEFAULTS: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-7, "atol": 1e-7},
 }
 
-_RULE_KEYS = {"modules", "role", "dtype", "mode", "xfail", "calibrated", "k", "floor", "note", *THRESHOLDS}
+_RULE_KEYS = {"modules", "role", "dtype", "mode", "subject", "xfail", "calibrated", "k", "floor", "note", *THRESHOLDS}
 _TOP_KEYS = {"defaults", "calibration", "tokens", "masks", "rule"}
 _MASK_KEYS = {"roles", "threshold"}
 _CALIBRATION_KEYS = {"enabled", "k", "metrics", "floor", "floor_eps", "fallback_factor"}
@@ -129,6 +137,9 @@ class TokenPolicy:
     def is_logits(self, key: str) -> bool:
         return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.logits)
 
+    def describe(self) -> dict[str, Any]:
+        return {"near_tie_margin": self.near_tie_margin, "logits": list(self.logits), "allow_ties": self.allow_ties}
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -139,6 +150,7 @@ class Rule:
     mode: str | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     calibrated: bool | None = None
+    subjects: tuple[str, ...] = ()  # only the cases of these subjects (empty: every subject)
     k: float | None = None
     floor: dict[str, float] | None = None
     xfail: str | None = None
@@ -158,9 +170,10 @@ class Rule:
             and (self.mode is None or self.mode == mode)
         )
 
-    def specificity(self, key: str) -> tuple[int, int, int, int, int]:
+    def specificity(self, key: str) -> tuple[int, int, int, int, int, int]:
         glob = self.matching_glob(key) or ""
-        return (_literal(glob), self.role is not None, self.dtype is not None, self.mode is not None, self.index)
+        return (_literal(glob), self.role is not None, self.dtype is not None, self.mode is not None,
+                bool(self.subjects), self.index)  # fmt: skip
 
     @property
     def label(self) -> str:
@@ -168,6 +181,8 @@ class Rule:
         for name in ("role", "dtype", "mode"):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")
+        if self.subjects:
+            parts.append(f"subject={'|'.join(self.subjects)}")
         return " ".join(parts)
 
 
@@ -205,6 +220,18 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     mask_roles: tuple[str, ...] = ("kwargs/attention_mask", "kwargs/attention_mask/*")
     mask_threshold: float = -1e30
+    # [tokens.<subject>]: what each subject's table sets, replacing the project-wide [tokens] for its cases
+    subject_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_subject(self, subject: str | None, token_logits: tuple[str, ...] | list[str] = ()) -> Policy:
+        """The policy as it applies to the cases of one subject (None: cases that name no subject): rules scoped
+        to other subjects left out, its [tokens.<subject>] table over [tokens], and the subject's own logits
+        heads (`token_logits`) when neither lists any."""
+        rules = tuple(rule for rule in self.rules if not rule.subjects or subject in rule.subjects)
+        tokens = replace(self.tokens, **self.subject_tokens.get(subject or "", {}))
+        if not tokens.logits and token_logits:
+            tokens = replace(tokens, logits=tuple(token_logits))
+        return replace(self, rules=rules, tokens=tokens)
 
     def is_mask(self, role: str) -> bool:
         """Roles holding additive attention masks, compared by their pattern (see [masks])."""
@@ -237,8 +264,10 @@ class Policy:
             "calibration": {"enabled": self.calibration.enabled, "k": self.calibration.k,
                             "metrics": list(self.calibration.metrics), "floor_eps": self.calibration.floor_eps,
                             "floor": self.calibration.floor, "fallback_factor": self.calibration.fallback_factor},
-            "tokens": {"near_tie_margin": self.tokens.near_tie_margin, "logits": list(self.tokens.logits),
-                       "allow_ties": self.tokens.allow_ties},
+            "tokens": {**self.tokens.describe(),
+                       **({"subjects": {name: replace(self.tokens, **table).describe()
+                                        for name, table in self.subject_tokens.items()}}
+                          if self.subject_tokens else {})},
             "rules": [r.label + (f" xfail={r.xfail!r}" if r.xfail else "") for r in self.rules],
         }  # fmt: skip
 
@@ -304,6 +333,35 @@ def _thresholds(table: dict[str, Any], where: str, path: str) -> dict[str, float
     return out
 
 
+def _token_table(table: dict[str, Any], where: str, path: str) -> dict[str, Any]:
+    """The TokenPolicy fields a [tokens] table (project-wide or one subject's) sets, validated."""
+    _check_keys(table, _TOKEN_KEYS, f"[{where}]", path)
+    out: dict[str, Any] = {}
+    if "logits" in table:
+        logits = table["logits"]
+        if isinstance(logits, str) or not isinstance(logits, list):
+            raise PolicyError(f"{where}.logits must be a list of globs", path=path)
+        out["logits"] = tuple(_glob(g, f"{where}.logits", path) for g in logits)
+    if "allow_ties" in table:
+        if not isinstance(table["allow_ties"], bool):
+            raise PolicyError(f"{where}.allow_ties must be true or false", path=path)
+        out["allow_ties"] = table["allow_ties"]
+    if "near_tie_margin" in table:
+        out["near_tie_margin"] = _number(table["near_tie_margin"], f"{where}.near_tie_margin", path)
+    return out
+
+
+def _known_subject(name: str, where: str, path: str) -> None:
+    """A subject a policy scopes something to must exist: a misspelt name would scope it to nothing, silently."""
+    try:
+        known = subjects.names()
+    except ConformanceError:  # an unreadable entry point list: the check itself reports what it cannot load
+        return
+    if name not in known:
+        raise PolicyError(f"{where} names the subject {name!r}, which is not installed (subjects: "
+                          f"{', '.join(known) or 'none'})", path=path)  # fmt: skip
+
+
 def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
     """Validate a policy table (as read from TOML) and build the Policy."""
     _check_keys(data, _TOP_KEYS, "the policy", path)
@@ -327,15 +385,16 @@ def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
     calibration = Calibration(enabled, calibration_k, metrics,
                               _number(cal.get("floor_eps", Calibration().floor_eps), "calibration.floor_eps", path),
                               floor, _fallback_factor(cal.get("fallback_factor", FALLBACK_FACTOR), path))  # fmt: skip
-    tok = _check_keys(data.get("tokens", {}), _TOKEN_KEYS, "[tokens]", path)
-    logits = tok.get("logits", [])
-    if isinstance(logits, str) or not isinstance(logits, list):
-        raise PolicyError("tokens.logits must be a list of globs", path=path)
-    allow_ties = tok.get("allow_ties", True)
-    if not isinstance(allow_ties, bool):
-        raise PolicyError("tokens.allow_ties must be true or false", path=path)
-    tokens = TokenPolicy(_number(tok.get("near_tie_margin", 1e-4), "tokens.near_tie_margin", path),
-                         tuple(_glob(g, "tokens.logits", path) for g in logits), allow_ties)  # fmt: skip
+    tok = data.get("tokens", {})
+    if not isinstance(tok, dict):
+        raise PolicyError("[tokens] must be a table", path=path)
+    tables = {name: table for name, table in tok.items() if isinstance(table, dict)}
+    project = _token_table({k: v for k, v in tok.items() if k not in tables}, "tokens", path)
+    tokens = replace(TokenPolicy(), **project)
+    subject_tokens = {}
+    for name, table in tables.items():
+        _known_subject(name, f"[tokens.{name}]", path)
+        subject_tokens[name] = _token_table(table, f"tokens.{name}", path)
     masks = _check_keys(data.get("masks", {}), _MASK_KEYS, "[masks]", path)
     mask_roles = masks.get("roles", list(Policy().mask_roles))
     if isinstance(mask_roles, str) or not isinstance(mask_roles, list):
@@ -362,6 +421,12 @@ def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
         mode = raw.get("mode")
         if mode is not None and mode not in MODES:
             raise PolicyError(f"{where}.mode must be isolated or chained", path=path)
+        scoped = raw.get("subject", [])
+        scoped = [scoped] if isinstance(scoped, str) else scoped
+        if not isinstance(scoped, list) or not all(isinstance(name, str) and name for name in scoped):
+            raise PolicyError(f"{where}.subject must be a subject name or a list of them", path=path)
+        for name in scoped:
+            _known_subject(name, f"{where}.subject", path)
         xfail = raw.get("xfail")
         if xfail is not None and (not isinstance(xfail, str) or not xfail.strip()):
             raise PolicyError(f"{where}.xfail needs a reason (a non-empty string)", path=path)
@@ -379,9 +444,30 @@ def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
         if not thresholds and calibrated is None and xfail is None and "k" not in raw:
             raise PolicyError(f"{where} sets no threshold, calibration or xfail", path=path)
         k = _number(raw["k"], f"{where}.k", path, above_zero=True) if "k" in raw else None
-        rules.append(Rule(index, globs, role, dtype, mode, thresholds, calibrated, k, rule_floor, xfail))
+        rules.append(Rule(index, globs, role, dtype, mode, thresholds, calibrated, tuple(scoped), k, rule_floor, xfail))
     return Policy(path, defaults, calibration, tokens, tuple(rules),
-                  tuple(_glob(g, "masks.roles", path) for g in mask_roles), mask_threshold)  # fmt: skip
+                  tuple(_glob(g, "masks.roles", path) for g in mask_roles), mask_threshold, subject_tokens)  # fmt: skip
+
+
+DEFAULT_POLICY_FILES = ("conformance-policy.toml", "pyproject.toml")
+
+
+def find_policy(explicit: Path | None = None, folder: Path | None = None) -> Path | None:
+    """The policy file to use: `explicit`, else ./conformance-policy.toml, else ./pyproject.toml when it has a
+    [tool.conformance] table (in `folder`, default the working directory), else None (the built-in policy)."""
+    if explicit is not None:
+        return explicit
+    for name in DEFAULT_POLICY_FILES:
+        path = Path(folder) / name if folder is not None else Path(name)
+        if path.exists():
+            if name == "pyproject.toml":
+                try:
+                    if "conformance" not in tomllib.loads(path.read_text()).get("tool", {}):
+                        continue
+                except (OSError, tomllib.TOMLDecodeError):
+                    continue
+            return path
+    return None
 
 
 def load_policy(path: str | Path | None) -> Policy:

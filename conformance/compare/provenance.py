@@ -3,7 +3,7 @@
 A Python candidate is whatever package the import system actually found: the distribution that installed
 it (a wheel, an editable install of a fork), or a source checkout on sys.path that no distribution
 provides. `package_provenance` tells them apart by the files each installed distribution owns, so a
-checkout that shadows an installed `qwen-tts` is never reported as that distribution.
+checkout that shadows an installed distribution of the same package is never reported as that distribution.
 
 A candidate that implements the official package (the official binding, a fork of it, a dump declaring
 where it came from) states, under `compared_with_golden`, its values of the golden provenance fields it
@@ -118,7 +118,7 @@ def imported_versions(names: tuple[str, ...]) -> dict[str, str | None]:
 
 
 def package_label(package: dict[str, Any]) -> str:
-    """`qwen-tts 0.1.1`, or `qwen_tts from /src/fork/qwen_tts` for a source checkout."""
+    """`official-model 1.2.0`, or `official_model from /src/fork/official_model` for a source checkout."""
     if package.get("distribution"):
         return f"{package['distribution']} {package.get('version')}"
     if package.get("location"):
@@ -141,7 +141,7 @@ def provenance_differences(golden: dict[str, Any], candidate: dict[str, Any]) ->
 
 
 def canonical_name(name: str) -> str:
-    """A distribution name as PyPI compares them (PEP 503): `Qwen_TTS` is `qwen-tts`."""
+    """A distribution name as PyPI compares them (PEP 503): `Official_Model` is `official-model`."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 

@@ -117,12 +117,26 @@ class TokenFinding:
     candidate_token: int
     golden_second: int
     margin: float
-    frame: int | None = None
-    codebook: int | None = None
-    position: int | None = None
+    # the token's index over the subject's token axes (a whole-model step or a generated token; None for a logits
+    # head, whose call is its step), and those axes: ["position"], ["frame", "codebook"]
+    index: list[int] | None = None
+    axes: list[str] = field(default_factory=list)
+    row: int | None = None  # the row of the call's last-position logits (the batch item)
+
+    def at(self, axis: str) -> int | None:
+        """The token index along one named axis ("frame"), or None."""
+        if self.index is None or axis not in self.axes:
+            return None
+        return self.index[self.axes.index(axis)]
 
     def to_json(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        # each axis also under its own name ("frame": 0, "codebook": 2): summary.json reads without the layout
+        named = dict(zip(self.axes, self.index)) if self.index is not None else {}
+        return _clean({**asdict(self), **{k: v for k, v in named.items() if k not in _TOKEN_FIELDS}})
+
+
+_TOKEN_FIELDS = {"case", "mode", "key", "call", "classification", "golden_token", "candidate_token", "golden_second",
+                 "margin", "index", "axes", "row"}  # fmt: skip
 
 
 @dataclass
@@ -183,6 +197,9 @@ class CaseResult:
     error: CaseError | None = None
     # candidate tensors that match no golden tensor (a dump's names no rule maps): {"name", "reason"}
     unmatched: list[dict[str, str]] = field(default_factory=list)
+    subject: str | None = None  # the subject that recorded the case (conformance.subjects)
+    token_layout: dict[str, Any] | None = None  # where its tokens are and their axes (TokenLayout.to_json)
+    signals: list[dict[str, Any]] = field(default_factory=list)  # outputs that are signals (Signal.to_json)
 
     def outputs(self, mode: str | None = None) -> list[TensorResult]:
         return [t for t in self.tensors if not t.is_input and (mode is None or t.mode == mode)]
@@ -207,6 +224,9 @@ class CaseResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "case": self.case,
+            "subject": self.subject,
+            "token_layout": self.token_layout,
+            "signals": self.signals,
             "error": {**self.error.to_json(), "line": self.error.line} if self.error else None,
             "family": self.family,
             "dtype": self.dtype,

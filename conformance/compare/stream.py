@@ -15,7 +15,7 @@ from typing import cast
 
 import numpy as np
 
-from .metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics
+from ..metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics
 
 Chunks = Iterator[np.ndarray]
 

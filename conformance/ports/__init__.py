@@ -11,3 +11,28 @@
 
 See docs/porting-guide.md.
 """
+
+from .candidates import CandidateSpec, load_candidate, make_candidate
+from .dump import DumpCandidate
+from .export import ExportOptions, add_replay_bundles, export, load_bundle, replay_bundle_path
+from .manifest import validate_export
+from .mapped import MappedCandidate, load_python_map
+from .mapping import Mapping, load_mapping, parse_mapping
+
+__all__ = [
+    "CandidateSpec",
+    "DumpCandidate",
+    "ExportOptions",
+    "MappedCandidate",
+    "Mapping",
+    "add_replay_bundles",
+    "export",
+    "load_bundle",
+    "load_candidate",
+    "load_mapping",
+    "load_python_map",
+    "make_candidate",
+    "parse_mapping",
+    "replay_bundle_path",
+    "validate_export",
+]

@@ -10,12 +10,13 @@
 
 `--format npz` writes the same names into .npz files (`np.load(...)["key#call/role"]`). bfloat16 goldens
 and weights are widened to float32 exactly (numpy has no bfloat16); the manifest keeps the logical dtype.
-In a key, ':' (a method: `speech_tokenizer:decode`) becomes '@' in bundle file names.
+In a key, ':' (a method: `vocoder:decode`) becomes '@' in bundle file names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -28,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import subjects
+from ..compare.engine import Judge, reference_case
 from ..compare.policy import THRESHOLDS, Policy
+from ..compare.results import RunResult
 from ..errors import ConformanceError, StoreError, UsageError
 from ..store.reader import Case, GoldenStore
 from ..store.schema import LeafRecord
@@ -64,6 +68,19 @@ def replay_bundle_path(case: str, key: str, call: int, export_dir: Path | None =
             fmt = json.loads((export_dir / "manifest.json").read_text()).get("format", fmt)
         return str(export_dir / bundle_relpath(case, key, call, fmt))
     return str(bundle_relpath(case, key, call, fmt))
+
+
+def add_replay_bundles(run: RunResult, export_dir: Path | None = None) -> None:
+    """Name, in every blame of `run` that names none, the replay bundle `conformance export` writes for the blamed
+    call (whatever the candidate; a dump's blame already names it, under its map's export_dir): one module's golden
+    inputs, weights and outputs, to unit-test it alone. Under `export_dir`, else $CONFORMANCE_EXPORT_DIR when set,
+    else relative to any export folder."""
+    folder = export_dir or (Path(os.environ["CONFORMANCE_EXPORT_DIR"]) if os.environ.get("CONFORMANCE_EXPORT_DIR")
+                            else None)  # fmt: skip
+    for case in run.cases:
+        for blame in case.blame.values():
+            if blame is not None and not blame.replay_bundle:
+                blame.replay_bundle = replay_bundle_path(case.case, blame.key, blame.call, folder)
 
 
 # -- layouts ------------------------------------------------------------------------------------------------
@@ -127,7 +144,7 @@ def infer_layouts(case: Case) -> dict[tuple[str, int, str], str]:
 
 @dataclass
 class _Root:
-    prefix: str  # module path the checkpoint's names are relative to ("" or "speech_tokenizer")
+    prefix: str  # module path the checkpoint's names are relative to ("" or a root's prefix, "vocoder")
     folder: Path
     entries: dict[str, TensorEntry] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
@@ -195,8 +212,6 @@ class Tolerances:
     """The thresholds `conformance check` will apply to each tensor, per mode, resolved from the policy."""
 
     def __init__(self, policy: Policy, case: Case, reference: Case | None) -> None:
-        from ..compare.engine import Judge
-
         self.policy = policy
         self.judges = {mode: Judge(policy, case, reference, mode) for mode in ("chained", "isolated")}
 
@@ -262,8 +277,6 @@ def _sha256(path: Path) -> str:
 
 
 def _want(key: str, modules: list[str] | None) -> bool:
-    import fnmatch
-
     return modules is None or any(fnmatch.fnmatchcase(key, pattern) for pattern in modules)
 
 
@@ -304,21 +317,17 @@ def export(store: GoldenStore, out: Path, policy: Policy, options: ExportOptions
     return index
 
 
-def _reference_case(reference: GoldenStore | None, case: Case) -> Case | None:
-    if reference is None:
-        return None
-    from ..compare.engine import _reference_case as engine_reference
-    from ..compare.results import CaseResult
-
-    return engine_reference(reference, case, CaseResult(case.name, "", case.dtype, []))
-
-
 def export_case(store: GoldenStore, case: Case, folder: Path, policy: Policy, options: ExportOptions) -> dict[str, Any]:
     fmt = options.fmt
     folder.mkdir(parents=True, exist_ok=True)
     files = {"inputs": f"inputs{suffix(fmt)}", "goldens": f"goldens{suffix(fmt)}", "outputs": f"outputs{suffix(fmt)}"}
     provenance = case.provenance
-    tolerances = Tolerances(policy, case, _reference_case(options.reference, case))
+    try:
+        subject = subjects.for_case(case)
+    except ConformanceError:  # not installed here: the policy as it applies to every subject
+        subject = None
+    case_policy = policy.for_subject(subject.name if subject else None, subject.token_logits if subject else ())
+    tolerances = Tolerances(case_policy, case, reference_case(options.reference, case))
     layouts = infer_layouts(case)
 
     def io(

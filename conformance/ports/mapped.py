@@ -1,7 +1,7 @@
 """A Python candidate seen through a map's `[modules]` and `[[kwargs]]` sections (numpy only).
 
-A fork or a Python port may keep a module under another path (`talker.model.rope` for the official
-`talker.model.rotary_emb`) or take a keyword under another name (`pos_ids` for `position_ids`). With a map
+A fork or a Python port may keep a module under another path (`model.rope` for the official
+`model.rotary_emb`) or take a keyword under another name (`pos_ids` for `position_ids`). With a map
 (`--map`, the TOML format of mapping.py) the engine still speaks golden names: isolated replay reaches the
 candidate's module at its own path with its own keywords, and the calls a chained run reports come back
 under the golden's module keys and keywords. Without one, a moved module is *not covered* and a renamed

@@ -1,18 +1,18 @@
 """A port's name and layout map (TOML): how the tensors of its dump become golden tensors (numpy only).
 
     format = 1                                  # optional; the only version
-    case = "codec_decode_short"                 # optional: the case the dump holds
+    case = "decode_short"                       # optional: the case the dump holds
     export_dir = "golden-export"                # optional: where `conformance export` wrote (relative to this file)
 
     [names]                                     # explicit table: dump name = golden name
-    "wave" = "speech_tokenizer:decode#0/outputs/audio_values/0"
+    "wave" = "vocoder:decode#0/outputs/audio_values/0"
 
     [tables.stage]                              # lookup tables for templates: {1:stage}
     "first" = "0"
 
     [[rename]]                                  # regex over the whole dump name, groups used in `to`
     match = 'dec\\.stages\\.(\\d+)\\.out\\[(\\d+)\\]'
-    to = "speech_tokenizer.decoder.decoder.{1+1}#{2}/outputs/0"
+    to = "vocoder.decoder.blocks.{1+1}#{2}/outputs/0"
     layout = "NLC->NCL"                         # or permute = [0, 2, 1]
 
     [[rename]]                                  # a fused projection split into three golden tensors
@@ -39,11 +39,11 @@ Python candidates (`--candidate impl`, `official`, a fork) are called module by 
 a dump; two more sections map their names (dumps ignore them, and the sections above mean nothing to them):
 
     [modules]                                   # golden module key = the candidate's module path
-    "talker.model.rotary_emb" = "talker.model.rope"          # moves the module and everything below it
-    "speech_tokenizer.decoder:chunked_decode" = "speech_tokenizer.decoder:decode_chunks"   # a method
+    "model.rotary_emb" = "model.rope"           # moves the module and everything below it
+    "vocoder.decoder:chunked_decode" = "vocoder.decoder:decode_chunks"   # a method
 
     [[kwargs]]                                  # keyword arguments the candidate's modules take under other names
-    modules = "talker.model.layers.*.self_attn" # glob (or list of globs) over golden module keys
+    modules = "model.layers.*.self_attn"        # glob (or list of globs) over golden module keys
     names = { position_ids = "pos_ids" }        # golden keyword = candidate keyword
 
 Isolated replay calls the candidate's module at the mapped path with the renamed keywords; in chained runs
@@ -70,8 +70,8 @@ from .formats import SUPPORTED_DTYPES
 
 _TOP_KEYS = {"format", "case", "export_dir", "names", "tables", "rename", "ignore", "modules", "kwargs"}
 _KWARGS_KEYS = {"modules", "names"}
-_MODULE_PATH = re.compile(r"^\w+(\.\w+)*$")  # talker.model.layers.0.self_attn
-_METHOD_KEY = re.compile(r"^(\w+(\.\w+)*)?:\w+$")  # speech_tokenizer.decoder:chunked_decode, :generate
+_MODULE_PATH = re.compile(r"^\w+(\.\w+)*$")  # model.layers.0.self_attn
+_METHOD_KEY = re.compile(r"^(\w+(\.\w+)*)?:\w+$")  # vocoder.decoder:chunked_decode, :generate
 _RENAME_KEYS = {"match", "to", "names", "permute", "layout", "split", "split_sizes", "reshape", "dtype", "optional",
                 "note"}  # fmt: skip
 _IGNORE_KEYS = {"match", "names", "reason", "optional"}
@@ -698,7 +698,7 @@ def _modules_table(raw: Any, path: Path | None) -> dict[str, str]:
                                path=_where(path))  # fmt: skip
         for name in (source, target):
             if not (_MODULE_PATH.match(name) or _METHOD_KEY.match(name)):
-                raise MappingError(f"[modules] {name!r} is not a module path like 'talker.model.rotary_emb' (or "
+                raise MappingError(f"[modules] {name!r} is not a module path like 'model.rotary_emb' (or "
                                    "'path:method'; no globs: a mapped module moves what is below it)",
                                    path=_where(path))  # fmt: skip
         if (":" in source) != (":" in target):

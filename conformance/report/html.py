@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from ..store import GoldenStore
 from . import view
 
 _ENV: jinja2.Environment | None = None
@@ -39,8 +40,6 @@ def open_golden(summary: dict[str, Any], near: Path | None = None) -> tuple[Any,
     """The golden store the summary was checked against, if it is still there and still the same file. A
     relative path is tried from the working directory, then from the report's folder and its parent (a
     report rendered later from elsewhere: reports/ usually sits beside goldens/)."""
-    from ..store import GoldenStore
-
     path = Path(str(summary.get("goldens", "")))
     if not path.is_absolute() and not path.is_file() and near is not None:
         path = next((base / path for base in (near, near.parent) if (base / path).is_file()), path)

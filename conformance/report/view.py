@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import subjects
 from ..compare.provenance import difference_line
+from ..errors import ConformanceError
 from . import figures
 from .audio import MAX_PLAYER_SECONDS, compare_audio, wav_data_uri
 from .writers import flat_items, module_rows
@@ -373,53 +375,96 @@ def _find_kept_output(golden_case: Any, kept: dict[tuple[str, int], dict[str, np
     return (found[1], found[2]) if found else None
 
 
+class TokenGrid:
+    """The geometry of a case's token grids: one column per step along the layout's step axis, one row per index
+    of its other axes (a 1-D layout, a causal LM's positions, is one row)."""
+
+    def __init__(self, axes: list[str], step_axis: int, shape: tuple[int, ...]) -> None:
+        self.axes = axes
+        self.step_axis = step_axis if axes else 0
+        self.shape = shape
+        self.other_axes = [a for i, a in enumerate(axes) if i != self.step_axis]
+        self.other_shape = tuple(n for i, n in enumerate(shape) if i != self.step_axis)
+        self.steps = shape[self.step_axis] if shape else 0
+        self.rows = int(np.prod(self.other_shape)) if self.other_shape else 1
+
+    def cell(self, index: list[int] | tuple[int, ...]) -> tuple[int, int]:
+        """(row, column) of a token index."""
+        rest = [int(i) for k, i in enumerate(index) if k != self.step_axis]
+        row = int(np.ravel_multi_index(rest, self.other_shape)) if rest else 0
+        return row, int(index[self.step_axis])
+
+    def row_names(self) -> list[str]:
+        if not self.other_shape:
+            return [""]
+        return [",".join(str(i) for i in np.unravel_index(row, self.other_shape)) for row in range(self.rows)]
+
+    def describe(self, index: list[int] | tuple[int, ...]) -> str:
+        return ", ".join(f"{axis} {int(i)}" for axis, i in zip(self.axes, index))
+
+
 def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str, Any] | None:
-    """Frame × codebook agreement: teacher-forced (candidate logits on the golden history) and free-running
-    (generated codes), each disagreement with its class; and the golden's top-1 margin per step."""
+    """Token agreement on a grid over the subject's token axes (one column per generation step, one row per index
+    of the other axes: codebooks, or a single row for 1-D tokens): teacher-forced (candidate logits on the golden
+    history) and free-running (the tokens the candidate generated), each disagreement with its class; and the
+    golden's top-1 margin per step."""
     # the whole model run for each step on the golden history is the headline; a logits head alone re-run on
     # golden hidden states agrees for a model that is wrong before its head, so it only stands in when no
     # whole-model step was replayed
     heads_only = [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced"]
-    model_level = [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced_model"]
+    model_level = [t for t in case.get("tokens", []) if t["mode"] == "teacher_forced_model" and t.get("index")]
     forced = model_level or heads_only
+    layout = case.get("token_layout") or {}
+    axes = list(layout.get("axes") or (model_level[0].get("axes") if model_level else []) or [])
     golden_case = ctx.case(case["case"])
-    golden_codes = candidate_codes = None
-    codes_source = ""
-    if golden_case is not None and "codes" in golden_case.output_names():
+    golden_tokens = candidate_tokens = None
+    tokens_source = ""
+    if layout and golden_case is not None:
+        key, call, role = layout["location"]
         try:
-            value = golden_case.output("codes")
+            value = golden_case.tensor(key, int(call), role)
         except Exception:
             value = None
-        if isinstance(value, np.ndarray) and value.ndim == 2 and value.dtype.kind in "iu":
-            golden_codes = value
-            found = _find_kept_output(golden_case, ctx.artifacts.get(case["case"], {}), value, "iu")
-            if found is not None:
-                candidate_codes, codes_source = found[0].reshape(value.shape), found[1]
-    if not forced and golden_codes is None:
+        if isinstance(value, np.ndarray) and value.dtype.kind in "iu" and value.ndim == len(axes) and value.size:
+            golden_tokens = value
+            mine = ctx.artifacts.get(case["case"], {}).get((key, int(call)), {}).get(role)
+            if isinstance(mine, np.ndarray) and mine.shape == value.shape:
+                candidate_tokens, tokens_source = mine, f"{key}#{call}/{role}"
+    if not forced and golden_tokens is None:
         return None
     heads: list[str] = []
     for t in forced:
         if t["key"] not in heads:
             heads.append(t["key"])
-    # a head's call f picks frame f of its codebook (heads in order of first use); a whole-model step says which
-    cells = [(t["codebook"], t["frame"]) if t.get("frame") is not None else (heads.index(t["key"]), t["call"])
-             for t in forced]  # fmt: skip
+    if golden_tokens is not None:
+        shape = tuple(golden_tokens.shape)
+    elif model_level:  # no golden tokens at hand: the grid spans the indices found
+        shape = tuple(int(n) + 1 for n in np.max([t["index"] for t in model_level], axis=0))
+    else:
+        shape = ()
+    grid = TokenGrid(axes, int(layout.get("step_axis", 0)), shape)
+    # a head's call c is step c of its own row (heads in order of first use); a whole-model step names its index
+    cells = [grid.cell(t["index"]) if model_level else (heads.index(t["key"]), t["call"]) for t in forced]
+    rows = max([grid.rows if shape else 0] + [row + 1 for row, _ in cells])
+    steps = max([grid.steps] + [step + 1 for _, step in cells])
+    row_names = grid.row_names() if shape else []
+    row_names += [str(i) for i in range(len(row_names), rows)]
+    labels = [""] * rows  # what decided each row: the head, or the whole model of the steps in it
     if model_level:
-        heads = [""] * (max(cb for cb, _ in cells) + 1)
-        for t, (cb, _) in zip(forced, cells):
-            heads[cb] = t["key"]
-    frames = max([frame + 1 for _, frame in cells] + [golden_codes.shape[0] if golden_codes is not None else 0])
-    books = max(len(heads), golden_codes.shape[1] if golden_codes is not None else 0)
-    shown = min(frames, TOKEN_FRAMES)
-    # no logits heads (a codec encode's codes): no teacher-forced grid, only the codes themselves
-    tf_cells: list[list[dict[str, Any] | None]] | None = [[None] * shown for _ in range(books)] if forced else None
-    for t, (cb, frame) in zip(forced, cells):
-        if frame >= shown:
+        for t, (row, _) in zip(forced, cells):
+            labels[row] = t["key"]
+    else:
+        labels[: len(heads)] = heads
+    shown = min(steps, TOKEN_FRAMES)
+    # no logits (an encoder's tokens): no teacher-forced grid, only the tokens themselves
+    tf_cells: list[list[dict[str, Any] | None]] | None = [[None] * shown for _ in range(rows)] if forced else None
+    for t, (row, step) in zip(forced, cells):
+        if step >= shown:
             continue
         assert tf_cells is not None
-        old = tf_cells[cb][frame]
+        old = tf_cells[row][step]
         if old is None or TOKEN_RANK.get(t["classification"], 0) > TOKEN_RANK.get(old["cls"], 0):
-            tf_cells[cb][frame] = {"cls": t["classification"],
+            tf_cells[row][step] = {"cls": t["classification"],
                                    "title": f"{t['key']}#{t['call']}: golden {t['golden_token']} (2nd {t['golden_second']}, "
                                             f"margin {fmt(t['margin'])}), candidate {t['candidate_token']}"}  # fmt: skip
     counts: dict[str, int] = defaultdict(int)
@@ -431,68 +476,70 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
     fr_cells: list[list[dict[str, Any] | None]] | None = None
     fr_counts: dict[str, int] = defaultdict(int)
     first = case.get("first_divergence") or {}
-    if golden_codes is not None and candidate_codes is not None:
-        fr_cells = [[None] * shown for _ in range(books)]
+    first_index = tuple(first["index"]) if first.get("index") is not None else None
+    if golden_tokens is not None and candidate_tokens is not None:
+        fr_cells = [[None] * shown for _ in range(rows)]
         diverged = False
-        for frame in range(min(golden_codes.shape[0], shown)):
-            for cb in range(golden_codes.shape[1]):
-                g, c = int(golden_codes[frame, cb]), int(candidate_codes[frame, cb])
-                if g == c:
-                    cls = "agree"
-                elif not diverged:
-                    at_first = first.get("frame") == frame and first.get("codebook") == cb
-                    cls = str(first.get("classification") or "differs") if at_first else "differs"
-                    diverged = True
-                else:
-                    cls = "after"
-                fr_counts[cls] += 1
-                fr_cells[cb][frame] = {"cls": cls, "title": f"frame {frame}, codebook {cb}: golden {g}, candidate {c}"}
+        # in generation order: step by step, and within a step the other axes in order
+        order = sorted(np.ndindex(golden_tokens.shape), key=lambda i: (i[grid.step_axis], i))
+        for index in order:
+            row, step = grid.cell(index)
+            if step >= shown:
+                continue
+            g, c = int(golden_tokens[index]), int(candidate_tokens[index])
+            if g == c:
+                cls = "agree"
+            elif not diverged:
+                at_first = first_index == tuple(index)
+                cls = str(first.get("classification") or "differs") if at_first else "differs"
+                diverged = True
+            else:
+                cls = "after"
+            fr_counts[cls] += 1
+            fr_cells[row][step] = {"cls": cls, "title": f"{grid.describe(index)}: golden {g}, candidate {c}"}
     margins = {key: [(t["call"], num(t["margin"]) or 0.0, t["classification"] != "agree") for t in forced if t["key"] == key]
                for key in dict.fromkeys(h for h in heads if h)}  # fmt: skip
     figure = (
         figures.token_margins(margins, near_tie, f"{case['case']}: golden top-1 margin per step") if forced else None
     )
+    step_axis = axes[grid.step_axis] if axes else "step"
+    row_axis = ", ".join(grid.other_axes) if model_level or golden_tokens is not None else "head"
     return {
-        "heads": heads, "frames": shown, "frames_total": frames, "books": books, "tf": tf_cells, "fr": fr_cells,
-        "tf_counts": dict(counts), "fr_counts": dict(fr_counts), "first": first, "margins": figure,
+        "heads": labels, "row_names": row_names, "frames": shown, "frames_total": steps, "books": rows,
+        "tf": tf_cells, "fr": fr_cells, "tf_counts": dict(counts), "fr_counts": dict(fr_counts), "first": first,
+        "first_at": grid.describe(first_index) if first_index is not None else "", "margins": figure,
         "tf_level": "model" if model_level else "head", "tf_head_counts": dict(head_counts),
-        "codes_source": codes_source, "has_golden_codes": golden_codes is not None,
+        "codes_source": tokens_source, "has_golden_codes": golden_tokens is not None, "axes": axes,
+        "step_axis": step_axis, "row_axis": row_axis,
     }  # fmt: skip
 
 
-def _sample_rate(golden_case: Any, summary: dict[str, Any]) -> int:
-    try:
-        if "sample_rate" in golden_case.output_names():
-            return int(np.asarray(golden_case.output("sample_rate")).reshape(-1)[0])
-    except Exception:
-        pass
-    found: list[int] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in ("output_sample_rate", "sample_rate", "sampling_rate") and isinstance(v, int):
-                    found.append(v)
-                walk(v)
-
-    walk(golden_case.provenance.get("config"))
-    walk(summary.get("golden_provenance", {}).get("config"))
-    return found[0] if found else 24000
-
-
-def audio_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> dict[str, Any] | None:
-    """Golden and candidate waveforms as players, their difference, log-mel spectrograms, SNR, log-mel distance."""
+def audio_views(case: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
+    """One audio panel per signal the case's subject declares (summary.json's `signals`): golden and candidate
+    waveforms as players, their difference, log-mel spectrograms, SNR, log-mel distance. None for a case without
+    signals (a language model's)."""
     golden_case = ctx.case(case["case"])
     if golden_case is None:
-        return None
+        return []
+    views = []
+    for signal in case.get("signals") or []:
+        if signal.get("kind", "audio") != "audio":
+            continue
+        view = audio_view(case, ctx, golden_case, str(signal["output"]), int(signal["sample_rate"]))
+        if view is not None:
+            views.append(view)
+    return views
+
+
+def audio_view(case: dict[str, Any], ctx: Context, golden_case: Any, output: str, sr: int) -> dict[str, Any] | None:
+    """The panel of one audio output at sample rate `sr`."""
     try:
-        if "waveform" not in golden_case.output_names():
+        if output not in golden_case.output_names():
             return None
-        stored = np.asarray(golden_case.output("waveform"))
+        stored = np.asarray(golden_case.output(output))
     except Exception:
         return None
     golden = stored.astype(np.float64).reshape(-1)
-    sr = _sample_rate(golden_case, summary)
     found = _find_kept_output(golden_case, ctx.artifacts.get(case["case"], {}), stored, "f")
     candidate = found[0].astype(np.float64).reshape(-1) if found else None
     cut = int(MAX_PLAYER_SECONDS * sr)
@@ -501,7 +548,7 @@ def audio_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> d
         float(np.abs(candidate).max(initial=0.0)) if candidate is not None else 0.0,
     )
     gain = 0.9 / peak if peak > 0 else 1.0
-    view: dict[str, Any] = {"sample_rate": sr, "seconds": fmt(golden.size / sr), "samples": golden.size,
+    view: dict[str, Any] = {"output": output, "sample_rate": sr, "seconds": fmt(golden.size / sr), "samples": golden.size,
                             "cut": golden.size > cut, "player_seconds": fmt(MAX_PLAYER_SECONDS),
                             "golden_wav": wav_data_uri(golden[:cut], sr, gain), "gain_db": fmt(20 * math.log10(gain)),
                             "source": found[1] if found else ""}  # fmt: skip
@@ -521,6 +568,19 @@ def audio_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> d
     return view
 
 
+def subject_panels(case: dict[str, Any], ctx: Context) -> list[dict[str, Any]]:
+    """The case's subject's own report sections (Subject.report_panels), when the subject is installed here."""
+    name = case.get("subject")
+    if not name:
+        return []
+    try:
+        subject = subjects.get(str(name))
+    except ConformanceError:  # a report rendered where the subject is not installed: its own panels are left out
+        return []
+    panels = subject.report_panels(case, ctx.case(case["case"]))
+    return [{"title": p.title, "text": p.text, "rows": list(p.rows), "figure": p.figure} for p in panels]
+
+
 def case_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> dict[str, Any]:
     points = drift_points(case)
     blames = []
@@ -532,7 +592,9 @@ def case_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> di
     outputs = [t for t in case["tensors"] if _is_output(t)]
     worst = sorted(outputs, key=lambda t: -(num(t.get("margin")) or 0.0))[:WORST_ROWS]
     failing = sorted((t for t in outputs if t["status"] in FAILING), key=lambda t: (t["seq_end"], t["mode"]))
-    near_tie = float((summary.get("policy") or {}).get("tokens", {}).get("near_tie_margin", 0.0) or 0.0)
+    tokens_policy = (summary.get("policy") or {}).get("tokens", {})
+    tokens_policy = (tokens_policy.get("subjects") or {}).get(case.get("subject") or "", tokens_policy)
+    near_tie = float(tokens_policy.get("near_tie_margin", 0.0) or 0.0)
     margins = [num(t.get("margin")) for t in outputs]
     title = f"{case['case']}: error of every tapped call along the pipeline ({len(points)} calls)"
     return {
@@ -545,7 +607,8 @@ def case_view(case: dict[str, Any], ctx: Context, summary: dict[str, Any]) -> di
         "drift": figures.drift_chart(points, stages(points), blames, title) if _measured(points) else None,
         "divergence": divergence_panels(case, ctx),
         "tokens": token_view(case, ctx, near_tie),
-        "audio": audio_view(case, ctx, summary),
+        "audio": audio_views(case, ctx),
+        "panels": subject_panels(case, ctx),
         "worst": [tensor_row(t) for t in worst],
         "failing": [tensor_row(t) for t in failing[:FAILING_ROWS]], "failing_more": max(0, len(failing) - FAILING_ROWS),
         "open": case["verdict"] != "pass",

@@ -269,8 +269,9 @@ def _teacher_forced_lines(summary: dict[str, Any]) -> list[str]:
         differ = [t for t in found if t["classification"] != "agree"]
         if differ:
             first = differ[0]
-            lines.append(f"- {name}: {len(differ)} of {len(found)} steps disagree, first frame {first['frame']} codebook "
-                         f"{first['codebook']} ({first['classification']}, `{first['key']}#{first['call']}`)")  # fmt: skip
+            at = ", ".join(f"{axis} {i}" for axis, i in zip(first.get("axes") or [], first.get("index") or []))
+            lines.append(f"- {name}: {len(differ)} of {len(found)} steps disagree, first {at or 'step'} "
+                         f"({first['classification']}, `{first['key']}#{first['call']}`)")  # fmt: skip
     return lines
 
 

@@ -28,6 +28,7 @@ def case_summary(case: Case) -> dict[str, Any]:
     p = case.provenance
     return {
         "case": case.name,
+        "subject": p.get("subject", ""),
         "family": p.get("family", ""),
         "dtype": p.get("dtype", ""),
         "size": p.get("size", ""),
@@ -96,18 +97,20 @@ def print_inspect(store: GoldenStore, case_name: str | None = None, as_json: boo
     console = Console()
     sw = store.software
     console.print(f"[bold]{store.path}[/bold]  created {store.created_utc}")
-    console.print(
-        f"official {sw.get('qwen-tts', '?')} · torch {sw.get('torch', '?')} · transformers "
-        f"{sw.get('transformers', '?')} · cpu {sw.get('cpu', '?')} ({sw.get('torch_cpu_capability', '?')})"
-    )
+    recorded = {(c.provenance.get("subject"), c.provenance.get("official_package"), c.provenance.get("official_version"))
+                for c in store}  # fmt: skip
+    official = "; ".join(f"{subject or '?'}: official {package or '?'} {version or '?'}"
+                         for subject, package, version in sorted(recorded, key=str))  # fmt: skip
+    libraries = " · ".join(f"{name} {sw[name]}" for name in ("torch", "transformers") if name in sw)
+    console.print(f"{official} · {libraries} · cpu {sw.get('cpu', '?')} ({sw.get('torch_cpu_capability', '?')})")
     if store.command:
         console.print(f"command: {store.command}")
     table = Table(title="cases", show_lines=False)
-    for column in ("case", "family", "dtype", "modules", "calls", "tensors", "stored", "oracle"):
+    for column in ("case", "subject", "family", "dtype", "modules", "calls", "tensors", "stored", "oracle"):
         table.add_column(column, justify="right" if column in ("modules", "calls", "tensors", "oracle") else "left")
     for case in store:
         s = case_summary(case)
-        table.add_row(s["case"], s["family"], s["dtype"], str(s["modules"]), str(s["calls"]), str(s["tensor_leaves"]),
+        table.add_row(s["case"], s["subject"], s["family"], s["dtype"], str(s["modules"]), str(s["calls"]), str(s["tensor_leaves"]),
                       f"{s['tensors_stored']} / {_human(s['bytes_stored'])}", str(s["oracle_records"]))  # fmt: skip
     console.print(table)
     flaky = [

@@ -1,4 +1,4 @@
-"""The golden-store layout: names, versions and the small codecs both the writer and reader share.
+"""The golden-store layout: names, versions and the small encodings both the writer and reader share.
 
 The layout itself is documented in docs/golden-store.md; this module is its single source of truth
 in code. Only numpy and h5py are imported here (the checking side runs without torch).
@@ -27,7 +27,7 @@ VALUE_KINDS = ("none", "bool", "int", "float", "str", "json", "dtype", "device",
 # `hash` keeps only a checksum. The check engine compares what a tier holds and says which tier it used.
 TIERS = ("full", "stats", "hash")
 
-# Noise metrics recorded by the float64 oracle, per output tensor (see compare/metrics.py).
+# Noise metrics recorded by the float64 oracle, per output tensor (see conformance/metrics.py).
 ORACLE_METRICS = ("max_abs", "mean_abs", "rel_l2", "max_rel", "cos_dist", "max_ulp")
 
 # dtypes numpy/HDF5 lack are stored as raw bits with the logical dtype named.

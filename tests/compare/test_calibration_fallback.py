@@ -12,6 +12,7 @@ from conformance.compare.policy import FALLBACK_FACTOR, load_policy, parse_polic
 from conformance.compare.results import CaseResult, RunResult
 from conformance.errors import PolicyError
 from conformance.report.writers import write_markdown
+from tests.conftest import ToyGoldens
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,11 +53,11 @@ def test_summary_md_shows_the_run_notes(tmp_path: Path) -> None:
     assert f"> **Note:** {run.notes[0]}" in text
 
 
-def test_a_float64_reference_that_generated_other_codes_is_not_used_and_the_case_says_so(golden_f32: Path) -> None:
-    """Chained noise between two runs whose generated codes differ is not noise: the case falls back."""
+def test_a_float64_reference_that_generated_other_tokens_is_not_used_and_the_case_says_so(toy: ToyGoldens) -> None:
+    """Chained noise between two runs whose generated tokens differ is not noise: the case falls back."""
     import numpy as np
 
-    from conformance.compare.engine import _reference_case
+    from conformance.compare.engine import reference_case
     from conformance.store import GoldenStore
 
     class OtherCodes:  # a float64 reference whose generation took another token somewhere
@@ -77,9 +78,9 @@ def test_a_float64_reference_that_generated_other_codes_is_not_used_and_the_case
             return self.wrapped
 
     policy = load_policy(None)
-    with GoldenStore(golden_f32) as store:
-        case = store.case("tts_custom_voice")
-        result = _case("tts_custom_voice")
-        assert _reference_case(Reference(case), case, result, policy) is None
+    with GoldenStore(toy.golden) as store:
+        case = store.case("toy_greedy")
+        result = _case("toy_greedy")
+        assert reference_case(Reference(case), case, policy, result.notes) is None
     (note,) = result.notes
-    assert note == fallback_note("the float64 reference generated different codes", policy)
+    assert note == fallback_note("the float64 reference generated different tokens", policy)

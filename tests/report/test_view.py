@@ -152,8 +152,9 @@ def test_the_token_grid_headlines_whole_model_steps_over_logits_heads() -> None:
     (codebook, frame) and give its counts; the heads' counts are kept beside them, not in the headline."""
 
     def finding(mode: str, key: str, call: int, cls: str, frame: int | None = None, codebook: int | None = None):
+        index = [frame, codebook] if frame is not None else None
         return {"mode": mode, "key": key, "call": call, "classification": cls, "golden_token": 5, "candidate_token": 5,
-                "golden_second": 6, "margin": 0.5, "frame": frame, "codebook": codebook}  # fmt: skip
+                "golden_second": 6, "margin": 0.5, "index": index, "axes": ["frame", "codebook"] if index else []}  # fmt: skip
 
     tokens = [finding("teacher_forced", "talker.codec_head", f, "agree") for f in range(2)]
     tokens += [finding("teacher_forced", "talker.code_predictor.lm_head.0", f, "agree") for f in range(2)]

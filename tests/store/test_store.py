@@ -235,7 +235,7 @@ def test_inspect_verify_reads_every_tensor_of_the_committed_golden(golden_f32: P
 @pytest.mark.parametrize("name", ["m.layer#1/args/0", "m.head#0/outputs/big", "m.head#0/outputs/f64"])
 def test_inspect_verify_exits_2_naming_the_first_corrupted_tensor(tmp_path: Path, capsys, name: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import conformance.cli
+    import conformance.cli.inspect
 
     path = tmp_path / "g.h5"
     write_sample(path)
@@ -246,7 +246,7 @@ def test_inspect_verify_exits_2_naming_the_first_corrupted_tensor(tmp_path: Path
     with GoldenStore(path) as store:
         leaf = store.case("case_a").leaf(key, int(call), role)
     _flip_byte(path, "case_a", leaf.location, leaf.row)
-    monkeypatch.setattr(conformance.cli, "VERIFY_PROGRESS_BYTES", 0)  # the progress bar of a big store, too
+    monkeypatch.setattr(conformance.cli.inspect, "VERIFY_PROGRESS_BYTES", 0)  # the progress bar of a big store, too
     code, out, err = _inspect(capsys, path, "--verify")
     assert code == 2 and not out and len(err) == 1, err
     assert err[0].startswith(f"conformance: error: {path}: case_a:{name}: checksum mismatch"), err[0]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...capture.io import CaseIO
 from .signals import SAMPLE_RATE, speech_like
 
 
@@ -33,23 +34,6 @@ class CaseSpec:
     hooks: tuple[str, ...]  # roots to hook: "tts", "codec" (the whole codec) or "codec_encoder" (its encoder side)
     run: Callable[[Any, CaseIO], None]
     params: dict[str, Any] = field(default_factory=dict)
-
-
-class CaseIO:
-    """Collects a case's inputs and outputs while it runs (stored under /cases/<case>/inputs|outputs)."""
-
-    def __init__(self, size: str) -> None:
-        self.size = size
-        self.inputs: dict[str, Any] = {}
-        self.outputs: dict[str, Any] = {}
-
-    def input(self, name: str, value: Any) -> Any:
-        self.inputs[name] = value
-        return value
-
-    def output(self, name: str, value: Any) -> Any:
-        self.outputs[name] = value
-        return value
 
 
 # -- synthetic inputs ------------------------------------------------------------------------------------

@@ -14,29 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ...capture.io import RecordedIO
 from ...errors import ConformanceError, UsageError
-from ...store.reader import Case, GoldenStore
-from .cases import CASES_BY_NAME, CaseIO
-
-
-class RecordedIO(CaseIO):
-    """A case runner's inputs as the golden recorded them: the runner regenerates its seeded inputs, and
-    every one the golden holds is replaced by the recorded value (so the dump answers the golden's inputs,
-    even when the runner's code has changed since)."""
-
-    def __init__(self, case: Case, size: str) -> None:
-        super().__init__(size)
-        self.case = case
-        self.recorded = set(case.input_names())
-
-    def input(self, name: str, value: Any) -> Any:
-        if name in self.recorded:
-            value = self.case.input(name)
-            if isinstance(value, np.ndarray):
-                value = np.array(value)  # a private copy: the runner may hand it to code that writes into it
-        return super().input(name, value)
+from ...store.reader import GoldenStore
+from .cases import CASES_BY_NAME
 
 
 def package_provenance(package: str = "qwen_tts") -> dict[str, Any]:

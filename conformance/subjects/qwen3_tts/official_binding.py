@@ -203,7 +203,7 @@ class OfficialCandidate(Candidate):
     def run_chained(self, case: Case, sink: Sink) -> None:
         import torch
 
-        from .cases import CaseIO
+        from ...capture.io import CaseIO
 
         if self.spec is None:
             raise NotCovered(case.name)

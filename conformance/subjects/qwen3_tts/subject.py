@@ -1,47 +1,139 @@
-"""What the check engine needs to know about Qwen3-TTS beyond module names (numpy only).
+"""Qwen3-TTS as a subject: everything the generic rooms ask of it, through the registry (conformance.subjects).
 
-* where the generated codes of a case are (the official `generate` returns a list of (frames, codebooks)
-  code tensors, recorded as `:generate#0/outputs/0/0`);
-* which logits chose the code of a given (frame, codebook): codebook 0 of frame f comes from the
-  talker's `codec_head` call f (call 0 is the prefill); codebook g >= 1 from the code predictor's
-  `lm_head.{g-1}` call f (each head runs once per frame);
-* which outputs to keep from a chained run for the report (codes and waveforms);
-* which calls are whole-model generation steps (`model_step`): the talker's forward `talker#f` computes the
-  logits of codebook 0 of frame f from the golden history (KV cache and inputs) through every layer, the code
-  predictor's forward `talker.code_predictor#c` those of codebook 1 + c mod (G - 1) of frame c div (G - 1).
-  Their isolated replay is teacher forcing of the whole model, not only of its logits head.
+Importing this module needs numpy and h5py only: recording, dumping and the candidates import torch, the
+official package or impl/ when they are used.
+
+* Tokens: the official `generate` returns a list of (frames, codebooks) code tensors, recorded as
+  `:generate#0/outputs/0/0`; a codec encode's codes are `speech_tokenizer:encode#0/outputs/audio_codes/0`.
+  Codebook 0 of frame f is chosen by the talker's `codec_head` call f (call 0 is the prefill), codebook g >= 1
+  by the code predictor's `lm_head.{g-1}` call f (each head runs once per frame).
+* Whole-model steps (`model_step`): the talker's forward `talker#f` computes the logits of codebook 0 of frame f
+  from the golden history (KV cache and inputs) through every layer, the code predictor's forward
+  `talker.code_predictor#c` those of codebook 1 + c mod (G - 1) of frame c div (G - 1). Their isolated replay
+  is teacher forcing of the whole model, not only of its logits head.
+* Signals: a case's `waveform` output is audio at the codec's output sample rate.
 """
 
 from __future__ import annotations
 
-from ...store.reader import Case
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import UsageError
+from ...store.reader import Case, GoldenStore
+from .. import LogitsCall, Signal, Subject, TokenLayout
+from .identity import NAME, OFFICIAL, TITLE
+from .signals import SAMPLE_RATE
 
 CODES = (":generate", 0, "outputs/0/0")
-TOKEN_LOGITS = ["talker.codec_head", "talker.code_predictor.lm_head.*"]
+ENCODED = ("speech_tokenizer:encode", 0, "outputs/audio_codes/0")
+CODE_AXES = ("frame", "codebook")
+TOKEN_LOGITS = ("talker.codec_head", "talker.code_predictor.lm_head.*")
 # whole-model steps: (module key, its logits output) -> codebook 0 (the talker) or 1.. (the code predictor)
 MODEL_LOGITS = {("talker", "outputs/logits"): "talker", ("talker.code_predictor", "outputs/logits"): "code_predictor"}
+KEPT = (":generate", "speech_tokenizer:decode", "speech_tokenizer.decoder:chunked_decode", ":extract_speaker_embedding",
+        "speech_tokenizer:encode")  # fmt: skip
+SAMPLE_RATE_KEYS = ("output_sample_rate", "sample_rate", "sampling_rate")
 
 
-class Qwen3TTSSubject:
-    name = "qwen3_tts"
+def _recorded(case: Case, location: tuple[str, int, str]) -> bool:
+    key, call, role = location
+    if not case.has_call(key, call):
+        return False
+    try:
+        case.leaf(key, call, role)
+    except Exception:
+        return False
+    return True
 
-    def codes(self, case: Case) -> tuple[str, int, str] | None:
-        key, call, role = CODES
-        if not case.has_call(key, call):
-            return None
-        try:
-            case.leaf(key, call, role)
-        except Exception:
-            return None
-        return CODES
 
-    def logits(self, case: Case, frame: int, codebook: int) -> tuple[str, int] | None:
+class Qwen3TTSSubject(Subject):
+    name = NAME
+    title = TITLE
+    official = OFFICIAL
+    token_logits = TOKEN_LOGITS
+
+    # -- cases, recording, checkpoints, goldens, dumps ------------------------------------------------------
+    def cases(self) -> Sequence[Any]:
+        from .cases import CASES
+
+        return CASES
+
+    def recording(self, *, size: str = "tiny", checkpoint: str | Path | None = None, seed: int | None = None,
+                  attn_implementation: str = "eager") -> Any:  # fmt: skip
+        from .record import DEFAULT_SEED, QwenRecording
+
+        return QwenRecording(size=size, checkpoint=checkpoint, seed=DEFAULT_SEED if seed is None else seed,
+                             attn_implementation=attn_implementation)  # fmt: skip
+
+    def record(self, out: str | Path, cases: Sequence[Any], **options: Any) -> Path:
+        from .record import record
+
+        return record(out, cases, **options)
+
+    def checkpoints(self, folder: Path | None = None, *, size: str = "tiny", seed: int | None = None) -> Path:
+        from .record import DEFAULT_SEED, default_checkpoint_dir, ensure_checkpoints
+
+        seed = DEFAULT_SEED if seed is None else seed
+        folder = folder or default_checkpoint_dir(size, seed)
+        ensure_checkpoints(size, seed, folder=folder)
+        return folder
+
+    def make_goldens(self, folder: Path, **options: Any) -> dict[str, Any]:
+        from .goldens import make_goldens
+
+        return make_goldens(folder, **options)
+
+    def dump(self, store: GoldenStore, cases: list[str] | None, out: Path, **options: Any) -> list[Path]:
+        import importlib.util
+
+        for needed in ("torch", OFFICIAL.import_name):
+            try:
+                found = importlib.util.find_spec(needed) is not None
+            except (ImportError, ValueError):  # ValueError: set to None in sys.modules (an import blocked)
+                found = False
+            if not found:
+                raise UsageError(f"dump runs a torch implementation: it needs torch and an importable "
+                                 f"{OFFICIAL.import_name} (the official package or a fork; see docs/forks.md)")  # fmt: skip
+        from .dump import dump_cases
+
+        return dump_cases(store, cases, out, **options)
+
+    # -- candidates ------------------------------------------------------------------------------------------
+    def candidate(self, spec: str, *, checkpoint: Path | None = None) -> Any:
+        if spec == "impl" or spec.startswith("impl:"):
+            dtype = spec.partition(":")[2] or None
+            if dtype not in (None, "float32", "float64"):
+                raise UsageError(f"impl dtype must be float32 or float64, not {dtype!r}")
+            from .impl_binding import ImplCandidate
+
+            return ImplCandidate(dtype, checkpoint)
+        if spec == "official" or spec.startswith("official:"):
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:  # the checking side itself never imports torch
+                raise UsageError("the official candidate needs torch and qwen-tts (pip install 'conformance[record]')")
+            from .official_binding import OfficialCandidate, parse_spec
+
+            return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
+        raise UsageError(f"unknown candidate {spec!r} (impl[:float32|float64], official[:...], dump:PATH)")
+
+    # -- tokens ----------------------------------------------------------------------------------------------
+    def tokens(self, case: Case) -> TokenLayout | None:
+        for location in (CODES, ENCODED):
+            if _recorded(case, location):
+                return TokenLayout(location, CODE_AXES)
+        return None
+
+    def logits_for(self, case: Case, index: tuple[int, ...]) -> LogitsCall | None:
+        frame, codebook = (int(i) for i in index)
         key = "talker.codec_head" if codebook == 0 else f"talker.code_predictor.lm_head.{codebook - 1}"
-        return (key, frame) if case.has_call(key, frame) else None
+        return LogitsCall(key, frame) if case.has_call(key, frame) else None
 
-    def model_step(self, case: Case, key: str, call: int, role: str) -> tuple[int, int] | None:
-        """(frame, codebook) whose token the whole-model call `key#call` chose with its `role` logits, or None
-        when that output is not a whole-model step's logits."""
+    def model_step(self, case: Case, key: str, call: int, role: str) -> tuple[int, ...] | None:
         model = MODEL_LOGITS.get((key, role))
         if model is None:
             return None
@@ -51,9 +143,35 @@ class Qwen3TTSSubject:
         steps = len(heads)  # G - 1 code predictor steps per frame
         return (call // steps, 1 + call % steps) if steps else None
 
+    # -- the report ------------------------------------------------------------------------------------------
+    def signals(self, case: Case) -> list[Signal]:
+        if "waveform" not in case.output_names():
+            return []
+        return [Signal("waveform", self.sample_rate(case))]
+
+    @staticmethod
+    def sample_rate(case: Case) -> int:
+        """The case's `sample_rate` output, else the codec's output rate in its recorded config (the tiny
+        checkpoints keep 24 kHz), else 24 kHz."""
+        try:
+            if "sample_rate" in case.output_names():
+                return int(np.asarray(case.output("sample_rate")).reshape(-1)[0])
+        except Exception:
+            pass
+        found: list[int] = []
+
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key in SAMPLE_RATE_KEYS and isinstance(value, int):
+                        found.append(value)
+                    walk(value)
+
+        walk(case.provenance.get("config"))
+        return found[0] if found else SAMPLE_RATE
+
     def keep(self, case: Case) -> list[str]:
-        return [":generate", "speech_tokenizer:decode", "speech_tokenizer.decoder:chunked_decode",
-                ":extract_speaker_embedding", "speech_tokenizer:encode"]  # fmt: skip
+        return list(KEPT)
 
 
 SUBJECT = Qwen3TTSSubject()

@@ -224,7 +224,7 @@ def test_decoder_float32_is_as_accurate_as_official_float32() -> None:
               "attention_bias": False, "sliding_window": 3, "intermediate_size": 8, "hidden_act": "silu",
               "layer_scale_initial_scale": 0.01, "rms_norm_eps": 1e-5, "num_hidden_layers": 1, "num_quantizers": 3,
               "upsample_rates": [2, 3], "upsampling_ratios": [2], "decoder_dim": 8, "attention_dropout": 0.0}  # fmt: skip
-    from conformance.compare.metrics import compare_arrays
+    from conformance.metrics import compare_arrays
     from impl.common.weights import load_weights
 
     official64 = randomized(M.Qwen3TTSTokenizerV2Decoder(official_config(config)), 7)

@@ -32,7 +32,7 @@ def structural(key: str, role: str) -> bool:
 def test_manifest_matches_the_committed_files_and_goldens_stay_small(goldens_dir: Path) -> None:
     from conformance.subjects.qwen3_tts.checkpoints import file_sha256, weights_hashes
 
-    manifest = json.loads((goldens_dir / "manifest.json").read_text())
+    manifest = json.loads((goldens_dir / "manifest.json").read_text())["subjects"]["qwen3_tts"]
     for entry in manifest["stores"]:
         path = goldens_dir / entry["path"]
         assert file_sha256(path) == entry["sha256"], entry["path"]
@@ -178,7 +178,7 @@ def test_re_recording_reproduces_every_tensor_bit_for_bit(rerecorded: dict[str, 
 def test_a_recording_hashes_every_weight_file_its_case_ran(rerecorded: dict[str, Path], goldens_dir: Path) -> None:
     """end_to_end runs the TTS model and its codec: the provenance hashes both weight files (the codec's
     folder is a symlink in the seeded checkpoints, which a plain rglob skipped)."""
-    manifest = json.loads((goldens_dir / "manifest.json").read_text())["checkpoint"]["files"]
+    manifest = json.loads((goldens_dir / "manifest.json").read_text())["subjects"]["qwen3_tts"]["checkpoint"]["files"]
     with GoldenStore(rerecorded["float32"]) as fresh:
         hashes = fresh.case("end_to_end").provenance["weights_sha256"]["custom_voice"]
     assert hashes == {"model.safetensors": manifest["custom_voice/model.safetensors"],

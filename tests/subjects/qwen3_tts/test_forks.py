@@ -21,7 +21,7 @@ from .forks import GARBAGE_ROPE, INT_POSITIONS, MOVED_ROTARY, RENAMED_KWARG, mak
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.official, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CASE = "tts_custom_voice"
 ROTARY = "talker.model.rotary_emb"
 

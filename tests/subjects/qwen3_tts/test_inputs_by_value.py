@@ -16,7 +16,7 @@ from conformance.compare.results import FAIL, PASS
 from conformance.store import GoldenStore
 from conformance.store.reader import Case
 
-POLICY = Path(__file__).resolve().parents[2] / "conformance-policy.toml"
+POLICY = Path(__file__).resolve().parents[3] / "conformance-policy.toml"
 ROTARY = "talker.model.rotary_emb"  # args/1: float32 [3, 1, 15], the MRoPE grid (three equal rows for text)
 ATTENTION = "talker.model.layers.0.self_attn"
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODELING = Path("core") / "models" / "modeling_qwen3_tts.py"
 
 # (class, old text, new text)

@@ -1,4 +1,4 @@
-"""`conformance export`: thin argument handling around ports.export (no torch)."""
+"""`conformance export`: argument handling around conformance.ports.export (no torch)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..compare import find_policy, find_reference, load_policy
 from ..errors import ConformanceError
+from ..ports import ExportOptions, export, validate_export
+from ..ports.export import DEFAULT_WEIGHT_LIMIT
+from ..store import GoldenStore
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,13 +47,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ..compare.cli import find_policy
-    from ..compare.engine import find_reference
-    from ..compare.policy import load_policy
-    from ..store import GoldenStore
-    from .export import DEFAULT_WEIGHT_LIMIT, ExportOptions, export
-    from .manifest import validate_export
-
     policy = load_policy(find_policy(args.policy))
     if args.output.exists() and not args.output.is_dir():
         raise ConformanceError("the output exists and is not a folder", path=args.output)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conformance.compare.metrics import MetricAccumulator, compare_arrays
+from conformance.metrics import MetricAccumulator, compare_arrays
 from conformance.store.schema import bfloat16_to_float32, float32_to_bfloat16_bits
 
 

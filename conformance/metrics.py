@@ -1,4 +1,5 @@
-"""Per-tensor error metrics, vectorised and streamed chunk by chunk (numpy only).
+"""Per-tensor error metrics, vectorised and streamed chunk by chunk (numpy only): what the recorder's float64
+oracle measures as noise (capture/oracle.py) and what the check engine measures as error (compare/engine.py).
 
 Sums are folded into float64 accumulators. For two nearly identical tensors 1 - cos(r, c) is about
 rel_l2**2/2, far below float32 resolution, so a cosine built as r.c / (|r| |c|) from dot products is

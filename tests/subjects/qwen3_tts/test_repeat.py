@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from conformance.cli import main as cli_main
-from conformance.compare import cli as compare_cli
 from conformance.compare import engine
 from conformance.compare.policy import load_policy
 from conformance.compare.results import FAIL, PASS, RunResult
+from conformance.ports import candidates
 from conformance.store import GoldenStore
 from conformance.subjects.qwen3_tts.impl_binding import ImplCandidate
 from conformance.subjects.qwen3_tts.subject import SUBJECT
 
-POLICY = Path(__file__).resolve().parents[2] / "conformance-policy.toml"
+POLICY = Path(__file__).resolve().parents[3] / "conformance-policy.toml"
 CASE = "tts_custom_voice"
 FLAKY = "talker.model.layers.1.mlp"
 
@@ -85,19 +85,6 @@ def test_deterministic_candidates_pass_a_repeated_check(golden_f32: Path) -> Non
         assert {t.status for t in repeated} == {PASS} and outcome.blame["repeat"] is None
 
 
-def test_runs_are_compared_by_fingerprints_not_kept_arrays() -> None:
-    prints = engine.Fingerprints()
-    value = np.arange(6, dtype=np.float32).reshape(2, 3)
-    prints("m", "call", (value,), {"mask": np.ones(3, bool)}, None)
-    prints("m", "return", (), {}, {"out": value * 2})
-    assert prints.calls == {("m", 0): 0}
-    stored = prints.prints[("m", 0)]
-    assert set(stored) == {"args/0", "kwargs/mask", "outputs/out"}
-    assert all(isinstance(crc, int) and isinstance(shape, tuple) and isinstance(dtype, str)
-               for crc, shape, dtype in stored.values())  # fmt: skip
-    assert stored["args/0"] != stored["outputs/out"] and stored["args/0"][1:] == ((2, 3), "<f4")
-
-
 @pytest.fixture
 def conformance_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str]]:
     def run(*args: str | Path) -> tuple[int, str]:
@@ -120,7 +107,7 @@ def test_check_repeat_through_the_command_line(golden_f32: Path, tmp_path: Path,
     assert summary["modes"] == ["chained", "repeat"] and summary["cases"][0]["blame"]["repeat"] is None
     assert 'testsuite name="tts_custom_voice.repeat"' in (tmp_path / "impl" / "junit.xml").read_text()
 
-    monkeypatch.setattr(compare_cli, "make_candidate", lambda *args, **kwargs: FlakyImpl())
+    monkeypatch.setattr(candidates, "make_candidate", lambda *args, **kwargs: FlakyImpl())
     code, err = conformance_cli(*base, "3", "--reports", tmp_path / "flaky", "-q")
     assert code == 1
     line = f"{CASE}: nondeterministic candidate: {FLAKY} differs between runs 1 and 2"
@@ -129,15 +116,3 @@ def test_check_repeat_through_the_command_line(golden_f32: Path, tmp_path: Path,
     junit = (tmp_path / "flaky" / "junit.xml").read_text()
     assert f'<testcase classname="{CASE}.repeat" name="{FLAKY}"' in junit
     assert "First divergence (repeat)" in (tmp_path / "flaky" / "index.html").read_text()
-
-
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--repeat", "0"], "--repeat must be at least 1"),
-    (["--repeat", "2", "--mode", "isolated"], "--repeat needs the chained mode"),
-])  # fmt: skip
-def test_a_repeat_that_cannot_run_is_a_usage_error(golden_f32: Path, tmp_path: Path, extra: list[str], message: str,
-                                                    conformance_cli: Callable[..., Any]) -> None:  # fmt: skip
-    code, err = conformance_cli("check", "--goldens", golden_f32, "--reports", tmp_path / "r", *extra)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and message in lines[0], err
-    assert not (tmp_path / "r").exists()

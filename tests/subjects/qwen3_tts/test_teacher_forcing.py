@@ -14,15 +14,14 @@ pytest.importorskip("torch")
 
 from conformance.cli import main as cli_main
 from conformance.compare import engine
-from conformance.compare.cli import with_token_logits
 from conformance.compare.policy import load_policy
 from conformance.compare.results import RunResult
 from conformance.store import GoldenStore
 from conformance.subjects.qwen3_tts.impl_binding import ImplCandidate
 from conformance.subjects.qwen3_tts.official_binding import OfficialCandidate
-from conformance.subjects.qwen3_tts.subject import SUBJECT, TOKEN_LOGITS
+from conformance.subjects.qwen3_tts.subject import SUBJECT
 
-POLICY = Path(__file__).resolve().parents[2] / "conformance-policy.toml"
+POLICY = Path(__file__).resolve().parents[3] / "conformance-policy.toml"
 CASE = "tts_custom_voice"
 # the talker's second decoder layer with its MLP output zeroed (weight * (1 - 1))
 SECOND_LAYER = "talker.model.layers.1.mlp.down_proj.weight"
@@ -31,7 +30,7 @@ pytestmark = pytest.mark.official
 
 
 def teacher_forced(golden: Path, candidate: object) -> RunResult:
-    policy = with_token_logits(load_policy(POLICY), TOKEN_LOGITS)
+    policy = load_policy(POLICY)
     with GoldenStore(golden) as store:
         options = engine.CheckOptions(modes=("isolated",), cases=[CASE], subject=SUBJECT)
         return engine.check(store, candidate, policy, options)  # type: ignore[arg-type]
@@ -53,15 +52,17 @@ def test_every_generated_token_is_teacher_forced_through_the_whole_model(golden_
         case = store.case(CASE)
         head_tokens = {(t.key, t.call): t.golden_token for t in heads}
         for finding in model:
-            assert head_tokens[SUBJECT.logits(case, finding.frame, finding.codebook)] == finding.golden_token
-    assert sorted((t.frame, t.codebook) for t in model) == sorted({(t.frame, t.codebook) for t in model})
+            at = SUBJECT.logits_for(case, tuple(finding.index))
+            assert head_tokens[(at.key, at.call)] == finding.golden_token
+    assert finding.axes == ["frame", "codebook"]
+    assert sorted(tuple(t.index) for t in model) == sorted({tuple(t.index) for t in model})
 
 
 def test_a_talker_wrong_before_its_head_disagrees_at_the_model_level(golden_f32: Path) -> None:
     levels = by_level(teacher_forced(golden_f32, OfficialCandidate("float32", perturb=SECOND_LAYER, scale=-1.0)))
     assert {t.classification for t in levels["teacher_forced"]} == {"agree"}  # its head is right
     disagree = [t for t in levels["teacher_forced_model"] if t.classification != "agree"]
-    assert disagree and {t.key for t in disagree} == {"talker"} and {t.codebook for t in disagree} == {0}
+    assert disagree and {t.key for t in disagree} == {"talker"} and {t.at("codebook") for t in disagree} == {0}
     assert all(t.classification in ("token_swap", "logit_drift", "near_tie") for t in disagree)
 
 
