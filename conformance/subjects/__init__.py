@@ -90,8 +90,12 @@ class TokenLayout:
         return ", ".join(f"{axis} {int(i)}" for axis, i in zip(self.axes, index))
 
     def to_json(self) -> dict[str, Any]:
-        return {"location": list(self.location), "axes": list(self.axes), "step_axis": self.step_axis,
-                "batch_axis": self.batch_axis, "generated_from": self.generated_from}  # fmt: skip
+        out: dict[str, Any] = {"location": list(self.location), "axes": list(self.axes), "step_axis": self.step_axis}
+        if self.batch_axis is not None:  # only what a layout has: one without a batch or a prompt reads as before
+            out["batch_axis"] = self.batch_axis
+        if self.generated_from:
+            out["generated_from"] = self.generated_from
+        return out
 
 
 @dataclass(frozen=True)
