@@ -6,6 +6,8 @@ project's own job (`nox -s conformance`)."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,9 @@ from conformance.store import GoldenStore, manifest
 from conformance.subjects import get
 from conformance.subjects.qwen3_lm.cases import CASES
 from conformance.subjects.torch_model import file_sha256, weights_hashes
+from tests.toy_subject import NAME as TOY
 
-from ...conftest import GOLDENS, ROOT
+from ...conftest import GOLDENS, ROOT, ToyGoldens
 
 NAME = "qwen3_lm"
 POLICY = ROOT / "conformance-policy.toml"
@@ -110,3 +113,25 @@ def test_the_project_job_checks_the_impl_against_both_stores_and_passes(tmp_path
     summary = json.loads((tmp_path / NAME / "summary.json").read_text())
     steps = [t for case in summary["cases"] for t in case["tokens"] if t["mode"] == "teacher_forced_model"]
     assert len(steps) == 8 + 2 * 8 and all(t["classification"] == "agree" for t in steps)
+
+
+def test_the_project_index_shows_every_subject(toy: ToyGoldens, tmp_path: Path) -> None:
+    """Two subjects in one goldens folder (the toy's pair beside this subject's committed pair): the job checks each
+    store with its subject's candidate and indexes every run, with its verdict, token agreement and report."""
+    goldens = tmp_path / "goldens"
+    shutil.copytree(GOLDENS / "checkpoints" / "qwen3_lm-tiny", goldens / "checkpoints" / "qwen3_lm-tiny")
+    for path in (toy.golden, toy.reference, *(GOLDENS / s["path"] for s in entry()["stores"])):
+        shutil.copy(path, goldens / path.name)
+    manifest.update_subject(goldens, NAME, entry())
+    manifest.update_subject(goldens, TOY, {"stores": [
+        {"path": toy.golden.name, "dtype": "float32", "float64_reference": toy.reference.name},
+        {"path": toy.reference.name, "dtype": "float64"}]})  # fmt: skip
+    assert project.check(goldens, POLICY, tmp_path / "reports", quiet=True) == 0
+    index = (tmp_path / "reports" / "summary.md").read_text()
+    rows = [line for line in index.splitlines() if line.startswith(f"| {NAME} ") or line.startswith(f"| {TOY} ")]
+    assert len(rows) == 4 and all("✅ pass" in row for row in rows)
+    assert f"| {NAME} | `qwen3_lm-tiny-float32.h5` |" in index and "| 24 of 24 |" in index
+    page = (tmp_path / "reports" / "index.html").read_text()
+    for link in re.findall(r"href='([^']+)'", page):
+        assert (tmp_path / "reports" / link).is_file()
+    assert page.count("href=") == 4
