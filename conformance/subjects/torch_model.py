@@ -113,6 +113,7 @@ class TorchSubject(Subject):
     checkpoint folder) `build_checkpoint`; the rest has working defaults."""
 
     seed: int = 0  # of the seeded checkpoints, and torch's seed before each case runs
+    sizes: tuple[str, ...] = ("tiny",)  # the sizes build_checkpoint makes (`record --size`)
     # methods besides forward that compute a component: (module path, "" the root; method; re-run by the oracle)
     methods: tuple[tuple[str, str, bool], ...] = ()
 
@@ -179,9 +180,13 @@ class TorchSubject(Subject):
         if options.get("attn_implementation", "eager") != "eager":
             raise UsageError(f"subject {self.name!r} loads its model one way: --attn-implementation is not an "
                              "option of it")  # fmt: skip
-        seed = options.get("seed")
-        return TorchRecording(self, size=str(options.get("size", "tiny")), checkpoint=options.get("checkpoint"),
-                              seed=self.seed if seed is None else int(seed))  # fmt: skip
+        seed, size, checkpoint = options.get("seed"), str(options.get("size", "tiny")), options.get("checkpoint")
+        if checkpoint is None and size not in self.sizes:
+            raise UsageError(f"subject {self.name!r} builds {', '.join(self.sizes)} checkpoints, not {size!r} (record "
+                             "your own with --checkpoint)")  # fmt: skip
+        if checkpoint is not None and not Path(checkpoint).is_dir():
+            raise UsageError("checkpoint folder not found", path=checkpoint)
+        return TorchRecording(self, size=size, checkpoint=checkpoint, seed=self.seed if seed is None else int(seed))
 
     def record(self, out: str | Path, cases: Sequence[Any], **options: Any) -> Path:
         from ..capture import session
