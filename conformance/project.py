@@ -6,7 +6,8 @@
 `check` (what `nox -s conformance` runs) checks each subject's candidate (its default, `impl`, unless --candidate
 says otherwise) against each of its stores with the project policy, writes the reports of each run to
 `<reports>/<subject>/` (the float32 golden, calibrated on its noise records and float64 reference) and
-`<reports>/<subject>/<dtype>/` (the others), and exits with the worst exit code. A float64 store is not checked
+`<reports>/<subject>/<dtype>/` (the others), an index of every run in `<reports>/index.html` and `summary.md`, and
+exits with the worst exit code. A float64 store is not checked
 against an `official` candidate: the official model against its own float64 golden is the oracle itself.
 
 `goldens` (what `nox -s goldens` runs) regenerates the committed goldens of each subject (or of --subject) and
@@ -23,6 +24,7 @@ from pathlib import Path
 from . import subjects
 from .cli import main as cli_main
 from .errors import ConformanceError
+from .report import write_index
 from .store import manifest
 
 GOLDENS = Path("goldens")
@@ -40,6 +42,7 @@ def check(goldens: Path, policy: Path, reports: Path, candidate: str | None = No
     for entry in entries:
         if entry.subject not in primary or (entry.float64_reference and not primary[entry.subject].float64_reference):
             primary[entry.subject] = entry
+    written = []
     for entry in entries:
         spec = candidate or subjects.get(entry.subject).default_candidate
         if spec.startswith("official") and entry.dtype == "float64":
@@ -50,6 +53,10 @@ def check(goldens: Path, policy: Path, reports: Path, candidate: str | None = No
         command = ["check", "--goldens", str(entry.path), "--candidate", spec, "--mode", "both", "--policy",
                    str(policy), "--reports", str(folder)] + (["-q"] if quiet else [])  # fmt: skip
         worst = max(worst, cli_main(command))
+        if (folder / "summary.json").exists():
+            written.append(folder)
+    if written:
+        write_index(reports, written)
     return worst
 
 

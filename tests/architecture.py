@@ -11,6 +11,8 @@ Rooms, lowest first; a room may import only the rooms listed for it (and itself)
     report      compare, store, base
     ports       compare, store, base
     cli         every generic room (conformance.cli.*, conformance.pytest_plugin, conformance.project)
+    kit         capture, compare, store, base (conformance.subjects.torch_model: what any torch model's subject is
+                built from, a user's own included; it knows no model)
     subject     every room but cli (conformance.subjects.<name>.*; never another subject's package)
 
 So no generic room imports a subject package: they reach subjects only through the registry, which loads them
@@ -32,10 +34,12 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"compare", "store", "base"},
     "ports": {"compare", "store", "base"},
     "cli": {"report", "ports", "compare", "capture", "store", "base"},
-    "subject": {"report", "ports", "compare", "capture", "store", "base"},
+    "kit": {"compare", "capture", "store", "base"},
+    "subject": {"kit", "report", "ports", "compare", "capture", "store", "base"},
 }
 BASE = {"conformance", "conformance.errors", "conformance.metrics", "conformance.subjects"}
 CLI = {"conformance.cli", "conformance.pytest_plugin", "conformance.project"}
+KIT = {"conformance.subjects.torch_model"}
 # modules that load others by a computed name: the registry (subjects by name) and capture's lazy attributes
 DYNAMIC_LOADERS = {"conformance.subjects", "conformance.capture"}
 
@@ -43,6 +47,8 @@ DYNAMIC_LOADERS = {"conformance.subjects", "conformance.capture"}
 def room(module: str) -> str:
     if module in BASE:
         return "base"
+    if module in KIT:
+        return "kit"
     parts = module.split(".")
     if module in CLI or ".".join(parts[:2]) in CLI:
         return "cli"

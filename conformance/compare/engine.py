@@ -600,9 +600,10 @@ def model_step(subject: Any, case: Case, leaf: LeafRecord) -> tuple[int, ...] | 
     return None if step is None else tuple(int(i) for i in step)
 
 
-def _token_axes(subject: Any, case: Case) -> tuple[str, ...]:
+def _token_axes(subject: Any, case: Case) -> tuple[tuple[str, ...], int | None]:
+    """The axes of the case's tokens and the one that indexes the batch rows (None: one row)."""
     layout = subject.tokens(case) if subject is not None else None
-    return tuple(layout.axes) if layout is not None else ()
+    return (tuple(layout.axes), layout.batch_axis) if layout is not None else ((), None)
 
 
 def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult,
@@ -615,13 +616,15 @@ def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, re
         return
     golden = last_position(case.tensor(leaf))
     mine = last_position(value)
-    axes = _token_axes(subject, case) if step is not None else ()
+    axes, batch_axis = _token_axes(subject, case) if step is not None else ((), None)
     for row in range(golden.shape[0]):
         finding = classify(golden[row], mine[row], policy.tokens.near_tie_margin)
+        index = list(step) if step is not None else None
+        if index is not None and batch_axis is not None:
+            index[batch_axis] = row  # row r of the step's logits chose the token of batch item r
         finding_record = TokenFinding(case.name, mode, leaf.key, leaf.call, finding.classification,
                                       finding.golden_token, finding.candidate_token, finding.golden_second,
-                                      finding.margin, index=list(step) if step is not None else None,
-                                      axes=list(axes), row=row)  # fmt: skip
+                                      finding.margin, index=index, axes=list(axes), row=row)  # fmt: skip
         result.tokens.append(finding_record)
 
 
@@ -968,7 +971,9 @@ def free_running(case: Case, kept: dict[tuple[str, int], dict[str, Any]], policy
             result.first_divergence = {"axes": axes, "index": None, "classification": "length",
                                        "message": f"generated {list(mine.shape)} tokens, golden {list(golden.shape)}"}  # fmt: skip
         return
-    index = tuple(int(i) for i in np.argwhere(mine != golden)[0])
+    # the first in generation order: along the step axis, then the other axes (a batch's sequences) in order
+    differing = np.argwhere(mine != golden)
+    index = tuple(int(i) for i in min(differing.tolist(), key=lambda at: (at[layout.step_axis], at)))
     info: dict[str, Any] = {"axes": axes, "index": list(index), **dict(zip(axes, index)),
                             "golden_token": int(golden[index]), "candidate_token": int(mine[index])}  # fmt: skip
     logits_at = subject.logits_for(case, index)

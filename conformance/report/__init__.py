@@ -2,6 +2,7 @@
 
 from .artifacts import load_artifacts, save_artifacts
 from .html import render_report
+from .index import write_index
 from .outputs import read_summary, render_from_summary, write_reports
 from .writers import append_history, read_history, write_junit, write_markdown, write_summary
 
@@ -13,6 +14,7 @@ __all__ = [
     "render_from_summary",
     "render_report",
     "save_artifacts",
+    "write_index",
     "write_junit",
     "write_markdown",
     "write_reports",

@@ -376,23 +376,25 @@ def _find_kept_output(golden_case: Any, kept: dict[tuple[str, int], dict[str, np
 
 
 class TokenGrid:
-    """The geometry of a case's token grids: one column per step along the layout's step axis, one row per index
-    of its other axes (a 1-D layout, a causal LM's positions, is one row)."""
+    """The geometry of a case's token grids: one column per step along the layout's step axis from where generation
+    starts (`start`: a causal LM's sequences begin with the prompt), one row per index of its other axes (a 1-D
+    layout, a causal LM's positions, is one row; a batch of sequences one row each)."""
 
-    def __init__(self, axes: list[str], step_axis: int, shape: tuple[int, ...]) -> None:
+    def __init__(self, axes: list[str], step_axis: int, shape: tuple[int, ...], start: int = 0) -> None:
         self.axes = axes
         self.step_axis = step_axis if axes else 0
         self.shape = shape
+        self.start = start
         self.other_axes = [a for i, a in enumerate(axes) if i != self.step_axis]
         self.other_shape = tuple(n for i, n in enumerate(shape) if i != self.step_axis)
-        self.steps = shape[self.step_axis] if shape else 0
+        self.steps = max(shape[self.step_axis] - start, 0) if shape else 0
         self.rows = int(np.prod(self.other_shape)) if self.other_shape else 1
 
     def cell(self, index: list[int] | tuple[int, ...]) -> tuple[int, int]:
-        """(row, column) of a token index."""
+        """(row, column) of a token index; a column below 0 for a given (not generated) token."""
         rest = [int(i) for k, i in enumerate(index) if k != self.step_axis]
         row = int(np.ravel_multi_index(rest, self.other_shape)) if rest else 0
-        return row, int(index[self.step_axis])
+        return row, int(index[self.step_axis]) - self.start
 
     def row_names(self) -> list[str]:
         if not self.other_shape:
@@ -442,9 +444,10 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
         shape = tuple(int(n) + 1 for n in np.max([t["index"] for t in model_level], axis=0))
     else:
         shape = ()
-    grid = TokenGrid(axes, int(layout.get("step_axis", 0)), shape)
+    grid = TokenGrid(axes, int(layout.get("step_axis", 0)), shape, int(layout.get("generated_from") or 0))
     # a head's call c is step c of its own row (heads in order of first use); a whole-model step names its index
     cells = [grid.cell(t["index"]) if model_level else (heads.index(t["key"]), t["call"]) for t in forced]
+    forced, cells = [t for t, c in zip(forced, cells) if c[1] >= 0], [c for c in cells if c[1] >= 0]
     rows = max([grid.rows if shape else 0] + [row + 1 for row, _ in cells])
     steps = max([grid.steps] + [step + 1 for _, step in cells])
     row_names = grid.row_names() if shape else []
@@ -484,7 +487,7 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
         order = sorted(np.ndindex(golden_tokens.shape), key=lambda i: (i[grid.step_axis], i))
         for index in order:
             row, step = grid.cell(index)
-            if step >= shown:
+            if step >= shown or step < 0:  # not shown, or given (a prompt)
                 continue
             g, c = int(golden_tokens[index]), int(candidate_tokens[index])
             if g == c:
@@ -510,7 +513,7 @@ def token_view(case: dict[str, Any], ctx: Context, near_tie: float) -> dict[str,
         "first_at": grid.describe(first_index) if first_index is not None else "", "margins": figure,
         "tf_level": "model" if model_level else "head", "tf_head_counts": dict(head_counts),
         "codes_source": tokens_source, "has_golden_codes": golden_tokens is not None, "axes": axes,
-        "step_axis": step_axis, "row_axis": row_axis,
+        "step_axis": step_axis, "row_axis": row_axis, "first_step": grid.start if model_level or golden_tokens is not None else 0,
     }  # fmt: skip
 
 

@@ -39,3 +39,31 @@ def test_top2_and_last_position() -> None:
     assert top2(np.array([1.0, 7.0, 3.0, 7.0])) == (1, 3, 0.0)
     logits = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     assert np.array_equal(last_position(logits), logits[:, -1, :])
+
+
+def test_the_first_generated_difference_is_the_earliest_step_of_any_sequence() -> None:
+    """In a batch of sequences the first difference is found in generation order: sequence 1 diverging at position
+    3 comes before sequence 0 diverging at position 5 (reading the tensor row by row would name sequence 0)."""
+    from conformance.compare.engine import free_running
+    from conformance.compare.policy import parse_policy
+    from conformance.compare.results import CaseResult
+    from conformance.subjects import Subject, TokenLayout
+
+    golden = np.arange(12, dtype=np.int64).reshape(2, 6)
+    mine = golden.copy()
+    mine[0, 5], mine[1, 3] = 99, 98
+
+    class Generated:
+        name = "batch"
+
+        def tensor(self, key: str, call: int, role: str) -> np.ndarray:
+            return golden
+
+    class Batched(Subject):
+        def tokens(self, case: object) -> TokenLayout:
+            return TokenLayout(("gen", 0, "outputs/0"), ("sequence", "position"), step_axis=1, batch_axis=0)
+
+    result = CaseResult("batch", "generation", "float32", ["chained"])
+    free_running(Generated(), {("gen", 0): {"outputs/0": mine}}, parse_policy({}, "p.toml"), result, Batched())  # type: ignore[arg-type]
+    assert result.first_divergence is not None
+    assert (result.first_divergence["index"], result.first_divergence["candidate_token"]) == ([1, 3], 98)

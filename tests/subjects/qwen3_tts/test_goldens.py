@@ -48,7 +48,7 @@ def test_manifest_matches_the_committed_files_and_goldens_stay_small(goldens_dir
         == manifest["checkpoint"]["files"]["speech_tokenizer/model.safetensors"]
     )
     total = sum(p.stat().st_size for p in goldens_dir.rglob("*") if p.is_file() and not p.is_symlink())
-    assert total < 40e6, f"goldens/ holds {total / 1e6:.1f} MB"
+    assert total < 60e6, f"goldens/ holds {total / 1e6:.1f} MB"  # every subject's goldens together (issue 13)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
