@@ -19,6 +19,9 @@ TEXT_TOKENS = {
     "tts_pad_token_id": 151671,
     "tts_bos_token_id": 151672,
     "tts_eos_token_id": 151673,
+    # Not read by qwen-tts 0.1.1 (the prompt's role tokens come from the tokenizer), but published and read by
+    # ports: a checkpoint folder carries every key of the published configs.
+    "assistant_token_id": 77091,
 }
 CODEC_TOKENS = {
     "codec_pad_id": 2148,
@@ -46,6 +49,7 @@ SPEAKER_DIALECTS: dict[str, Any] = {
 }
 
 MODEL_TYPES = ("base", "custom_voice", "voice_design")
+SIZES = ("tiny", "full")
 
 GENERATION_DEFAULTS = {
     "do_sample": True,
@@ -76,6 +80,7 @@ def _talker(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-6,
             "rope_theta": 1000000,
             "num_code_groups": 4,
+            "max_length": 20,  # published (transformers' generation default); the official code passes its own
         }
         talker = {
             "vocab_size": 3072,
@@ -109,6 +114,7 @@ def _talker(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-6,
             "rope_theta": 1000000,
             "num_code_groups": 16,
+            "max_length": 20,
         }
         talker = {
             "vocab_size": 3072,
@@ -208,6 +214,11 @@ def codec_config(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-5,
             "num_hidden_layers": 2,
             "num_quantizers": 4,
+            # Published keys the official decoder does not read (it uses codebook_dim and codebook_size for every
+            # quantizer) but converters do: one semantic quantizer, the VQ width (= codebook_dim, as published).
+            "num_semantic_quantizers": 1,
+            "vector_quantization_hidden_dimension": 16,
+            "semantic_codebook_size": 4096,
             "upsample_rates": [4, 3, 2, 2],
             "upsampling_ratios": [2, 2],
             "decoder_dim": 16,
@@ -271,6 +282,9 @@ def codec_config(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-5,
             "num_hidden_layers": 8,
             "num_quantizers": 16,
+            "num_semantic_quantizers": 1,
+            "vector_quantization_hidden_dimension": 512,
+            "semantic_codebook_size": 4096,
             "upsample_rates": [8, 5, 4, 3],
             "upsampling_ratios": [2, 2],
             "decoder_dim": 1536,
