@@ -282,7 +282,14 @@ class QwenRecording:
         return _precision(dtype)
 
     def run(self, models: OfficialModels, case: CaseSpec, io: CaseIO) -> None:
-        case.run(models, io)
+        if case.model == "codec":
+            case.run(models, io)
+            return
+        from .settings import watch
+
+        with watch(models.tts(case.model).model) as spy:  # what every generate call received (settings.py)
+            case.run(models, io)
+        io.settings.update(spy.settings())
 
     def provenance(self, models: OfficialModels, case: CaseSpec, roots: dict[str, Any], out: Path) -> dict[str, Any]:
         folders = models.folders(case)
