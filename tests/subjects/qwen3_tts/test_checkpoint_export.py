@@ -257,3 +257,26 @@ def test_the_checkpoint_command_never_writes_into_a_non_empty_folder(tmp_path: P
     err = capsys.readouterr().err
     assert "not an empty folder" in err and str(out) in err
     assert [p.name for p in out.iterdir()] == ["config.json"] and (out / "config.json").read_text() == "{}"
+
+
+@pytest.mark.official
+def test_a_set_built_by_the_older_layout_is_rebuilt(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """How the goldens recipe rewrites goldens/checkpoints/qwen3_tts-tiny: a set whose .complete.json names no
+    layout (bfloat16 weights, no tokenizer files) is rebuilt from scratch, not reused."""
+    pytest.importorskip("torch")
+    from conformance.subjects.qwen3_tts.checkpoints import LAYOUT
+    from conformance.subjects.qwen3_tts.record import ensure_checkpoints
+
+    folder = tmp_path / "set"
+    shutil.copytree(tiny_checkpoint, folder, symlinks=True)
+    old = json.loads((folder / ".complete.json").read_text())
+    old.pop("layout", None)
+    (folder / ".complete.json").write_text(json.dumps(old))
+    (folder / "stale.txt").write_text("left by the older layout")
+    source = ensure_checkpoints("tiny", old["seed"], folder=folder)
+    assert set(source.tts_dirs) == set(MODEL_FOLDERS) and source.codec_dir == folder / "speech_tokenizer"
+    assert json.loads((folder / ".complete.json").read_text())["layout"] == LAYOUT
+    assert not (folder / "stale.txt").exists()
+    for model in MODEL_FOLDERS:
+        assert not missing_keys(folder / model), model
+    assert safetensors_dtypes(folder / "speech_tokenizer" / "model.safetensors") == {"F32"}
