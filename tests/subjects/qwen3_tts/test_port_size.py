@@ -93,3 +93,16 @@ def test_the_impl_conforms_on_port_shaped_checkpoints(port_golden: Path, tmp_pat
     assert summary["verdict"] == "pass"
     modes = {(case["case"], t["mode"]) for case in summary["cases"] for t in case["tensors"]}
     assert modes == {(case, mode) for case in CASES for mode in ("isolated", "chained")}
+
+
+def test_the_goldens_job_takes_a_size_for_one_subject_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`nox -s goldens -- --subject qwen3_tts --size port --goldens DIR` builds port goldens into a folder of their
+    own; a size without a subject, or for a subject with tiny goldens only, is refused before anything is written."""
+    from conformance.project import main as project
+
+    out = tmp_path / "goldens-port"
+    assert project(["goldens", "--size", "port", "--goldens", str(out)]) == 2
+    assert "--size is one subject's" in capsys.readouterr().err
+    assert project(["goldens", "--subject", "qwen3_tts", "--size", "huge", "--goldens", str(out)]) == 2
+    assert "unknown size 'huge'" in capsys.readouterr().err
+    assert not out.exists()
