@@ -1,7 +1,7 @@
 """The project's own jobs on its committed goldens, for every subject the manifest lists (goldens/manifest.json):
 
     python -m conformance.project [check] [--subject NAME] [--candidate SPEC] [--policy FILE] [--reports DIR]
-    python -m conformance.project goldens [--subject NAME] [--goldens DIR]
+    python -m conformance.project goldens [--subject NAME [--size SIZE]] [--goldens DIR]
 
 `check` (what `nox -s conformance` runs) checks each subject's candidate (its default, `impl`, unless --candidate
 says otherwise) against each of its stores with the project policy, writes the reports of each run to
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import subjects
 from .cli import main as cli_main
-from .errors import ConformanceError
+from .errors import ConformanceError, UsageError
 from .report import write_index
 from .store import manifest
 
@@ -60,11 +60,14 @@ def check(goldens: Path, policy: Path, reports: Path, candidate: str | None = No
     return worst
 
 
-def goldens(folder: Path, only: str | None = None) -> int:
-    """Regenerate the committed goldens of every subject (or of `only`), one manifest entry each."""
+def goldens(folder: Path, only: str | None = None, size: str | None = None) -> int:
+    """Regenerate the committed goldens of every subject (or of `only`), one manifest entry each; `size` (with
+    `only`): goldens of another size of that subject, into another folder."""
+    if size is not None and only is None:
+        raise UsageError("--size is one subject's: name it with --subject")
     chosen = [subjects.get(only)] if only else subjects.all()
     for subject in chosen:
-        entry = subject.make_goldens(folder)
+        entry = subject.make_goldens(folder, **({"size": size} if size is not None else {}))
         manifest.update_subject(folder, subject.name, entry)
         total = sum(store["bytes"] for store in entry["stores"])
         print(f"{subject.name}: {len(entry['stores'])} stores, {total / 1e6:.1f} MB, manifest updated")
@@ -82,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", type=Path, default=Path("conformance-policy.toml"))
     parser.add_argument("--reports", type=Path, default=Path("reports"))
     parser.add_argument("--candidate", help="candidate spec (default: each subject's own, impl)")
+    parser.add_argument("--size", help="goldens: another size of --subject's seeded checkpoints (e.g. port), written "
+                        "into --goldens with its own manifest")  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
         if args.job == "goldens":
-            return goldens(args.goldens, args.subject)
+            return goldens(args.goldens, args.subject, args.size)
         return check(args.goldens, args.policy, args.reports, args.candidate, args.subject, args.quiet)
     except ConformanceError as exc:
         print(f"conformance: error: {exc}", file=sys.stderr)

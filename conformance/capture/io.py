@@ -22,6 +22,9 @@ class CaseIO:
         self.size = size
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
+        # every setting the official run used beyond the inputs (JSON-able): stored in the case provenance as
+        # "settings" and exported with the case, so a port reproduces the run from the export alone
+        self.settings: dict[str, Any] = {}
 
     def input(self, name: str, value: Any) -> Any:
         self.inputs[name] = value

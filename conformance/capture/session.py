@@ -264,6 +264,8 @@ def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: 
         if isolated is not None and isolated.failures:
             case_writer.provenance["oracle_failures"] = isolated.failures
         case_writer.provenance["inputs"] = sorted(io.inputs)
+        if io.settings:
+            case_writer.provenance["settings"] = io.settings
         for name, value in io.inputs.items():
             case_writer.add_input(name, value)
         for name, value in io.outputs.items():

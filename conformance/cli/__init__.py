@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConformanceError
-from . import check, export, inspect, record
+from . import check, checkpoint, export, inspect, record
 from .common import Parser
 
 # -- entry point ---------------------------------------------------------------------------------------------
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_list_cases(sub)
     check.add_commands(sub)
     export.add_commands(sub)
+    checkpoint.add_commands(sub)
     return parser
 
 

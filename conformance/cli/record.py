@@ -36,7 +36,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--subject", help="record the cases of this subject only (see list-cases)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"),
                    help="precision of the official model; float64 is the clean oracle (default float32)")  # fmt: skip
-    p.add_argument("--size", default="tiny", choices=("tiny", "full"), help="seeded random model size (default tiny)")
+    p.add_argument("--size", default="tiny", choices=("tiny", "port", "full"),
+                   help="seeded random model size (default tiny; port: a subject's constants that ports hard-code, "
+                        "with small widths)")  # fmt: skip
     p.add_argument("--checkpoint", type=Path,
                    help="a local checkpoint folder of the subject's official model, in the layout its loader takes "
                         "(see the subject's documentation), or a folder of seeded checkpoints built by this tool; "
@@ -119,7 +121,7 @@ def cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"recording needs the official stack: {exc}") from None
     storage = StoragePolicy(compression=args.compression, stats_above_bytes=args.stats_above,
                             hash_above_bytes=args.hash_above)  # fmt: skip
-    oracle = args.oracle if args.oracle is not None else (args.size == "tiny" and args.checkpoint is None)
+    oracle = args.oracle if args.oracle is not None else (args.size != "full" and args.checkpoint is None)
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console) as progress:  # fmt: skip

@@ -1,7 +1,16 @@
 """Checking a candidate against a golden store: the engine (isolated, chained and repeated runs, blame, growth,
 tokens), tolerance policies, verdict records, what a candidate is (numpy and h5py only, never torch)."""
 
-from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered, Sink, UnloadableCandidate, check_call
+from .candidate import (
+    Candidate,
+    CandidateCrash,
+    GoldenSlice,
+    InterfaceMismatch,
+    NotCovered,
+    Sink,
+    UnloadableCandidate,
+    check_call,
+)
 from .engine import CheckOptions, Judge, ReferenceLookup, check, find_reference, locate_reference, reference_case
 from .policy import Policy, find_policy, load_policy, parse_policy
 from .provenance import package_provenance, provenance_differences
@@ -41,6 +50,7 @@ __all__ = [
     "CaseError",
     "CaseResult",
     "CheckOptions",
+    "GoldenSlice",
     "InterfaceMismatch",
     "Judge",
     "NotCovered",

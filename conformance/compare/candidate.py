@@ -20,6 +20,7 @@ import difflib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..store.reader import Case, GoldenStore
@@ -29,6 +30,17 @@ from .results import CaseResult
 # sink(key, phase, args, kwargs, outputs): phase "call" when a component starts (args/kwargs set),
 # "return" when it returns (outputs set). Calls of one key are numbered in the order they start.
 Sink = Callable[[str, str, tuple[Any, ...], dict[str, Any], Any], None]
+
+
+@dataclass(frozen=True)
+class GoldenSlice:
+    """A candidate's value that covers part of a golden tensor: `value` is judged against `golden[index]` (a port that
+    dumps the logits of the last position only, mapped with `slice = "[:, -1:, :]"`). `text` is the selection as
+    written, for the verdict's note."""
+
+    value: Any
+    index: tuple[Any, ...]
+    text: str
 
 
 class NotCovered(Exception):

@@ -40,7 +40,7 @@ from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import REFERENCE64_ATTR, LeafRecord, checksum
 from ..store.writer import summarize
-from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
+from .candidate import Candidate, CandidateCrash, GoldenSlice, InterfaceMismatch, NotCovered
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -97,7 +97,7 @@ def _is_array(value: Any) -> bool:
 
 def flatten_numpy(value: Any, root: str, top: bool = False) -> dict[str, Any]:
     """Name a candidate's leaves the way the recorder names golden leaves."""
-    return tree.flatten(value, root, top, is_tensor=lambda v: isinstance(v, (np.ndarray, np.generic)))
+    return tree.flatten(value, root, top, is_tensor=lambda v: isinstance(v, (np.ndarray, np.generic, GoldenSlice)))
 
 
 class FailingKeeper:
@@ -264,6 +264,8 @@ class Judge:
         if value is None:
             result.status, result.message = NOT_COVERED, "the candidate produced no such tensor"
             return result
+        if isinstance(value, GoldenSlice):
+            return self._judge_slice(result, leaf, value)
         if isinstance(value, ObjectValue) or not isinstance(value, (np.ndarray, np.generic)):
             result.status, result.message = FAIL, f"expected a tensor, got {type(value).__name__}"
             return self._apply_xfail(result, None)
@@ -289,6 +291,36 @@ class Judge:
         if not golden_float:
             return self._judge_exact(result, self.case.tensor(leaf), candidate)
         return self._judge_float(result, leaf, lambda atol, rtol: self._metrics(leaf, candidate, atol, rtol))
+
+    def _judge_slice(self, result: TensorResult, leaf: LeafRecord, sliced: GoldenSlice) -> TensorResult:
+        """A candidate value that covers part of the golden tensor (a map's `slice`): judged against that part of
+        the golden, under the tensor's own thresholds; the note says which part."""
+        candidate = np.asarray(sliced.value)
+        result.note = f"compared on the golden's {sliced.text}: {list(candidate.shape)} of {list(leaf.shape)}"
+        if leaf.tier != "full":
+            result.status = NOT_COVERED
+            result.message = (
+                f"the golden keeps only a {leaf.tier} summary of this tensor: {sliced.text} cannot be taken"
+            )
+            return result
+        golden = self.case.tensor(leaf)[sliced.index]
+        if tuple(candidate.shape) != tuple(golden.shape):
+            result.status = FAIL
+            result.message = (f"shape mismatch: candidate {list(candidate.shape)} vs golden{sliced.text} "
+                              f"{list(golden.shape)}")  # fmt: skip
+            return self._apply_xfail(result, None)
+        golden_float = leaf.dtype in FLOAT_DTYPES
+        if golden_float != (candidate.dtype.kind in "fc"):
+            result.status = FAIL
+            result.message = f"dtype mismatch: candidate {candidate.dtype.name} vs golden {leaf.dtype}"
+            return self._apply_xfail(result, None)
+        if golden_float and self.policy.is_mask(leaf.role):
+            return self._judge_mask(result, leaf, candidate, golden)
+        if not golden_float:
+            return self._judge_exact(result, golden, candidate)
+        return self._judge_float(
+            result, leaf, lambda atol, rtol: compare_arrays(golden, candidate, dtype=leaf.dtype, atol=atol, rtol=rtol)
+        )
 
     def _judge_input_by_value(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """An input whose shape or number kind differs from the golden's, compared by value: shapes equal after

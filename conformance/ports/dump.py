@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..compare.candidate import Candidate, Sink
+from ..compare.candidate import Candidate, GoldenSlice, Sink
 from ..compare.results import NOT_COVERED, CaseResult
 from ..errors import DumpError, MappingError, UsageError
 from ..store.reader import Case, GoldenStore
@@ -56,8 +56,11 @@ class MappedTensor:
     part: int
     rule: str
 
-    def read(self) -> np.ndarray:
-        return self.transform.apply(self.entry.read(), self.part)
+    def read(self) -> np.ndarray | GoldenSlice:
+        array = self.transform.apply(self.entry.read(), self.part)
+        if self.transform.golden_index is not None:  # part of the golden tensor: judged against golden[slice]
+            return GoldenSlice(array, self.transform.golden_index, str(self.transform.golden_slice))
+        return array
 
 
 @dataclass
@@ -292,10 +295,15 @@ class DumpCandidate(Candidate):
             shape = transform.shape_of(entry.shape, part)
         except ShapeError as exc:
             raise DumpError(f"mapped to {leaf.name}: {exc}", path=entry.path, tensor=label) from None
-        if tuple(shape) != tuple(leaf.shape):
+        try:
+            golden = transform.golden_shape(tuple(leaf.shape))
+        except ShapeError as exc:
+            raise DumpError(f"mapped to {leaf.name}: {exc}", path=entry.path, tensor=label) from None
+        if tuple(shape) != golden:
             dumped = f"{after} (dumped as {list(entry.shape)})" if after else ""
-            raise DumpError(f"shape {list(shape)}{dumped} but golden {leaf.name} is {list(leaf.shape)}: "
-                            f"{shape_hint(tuple(shape), tuple(leaf.shape))}", path=entry.path, tensor=label)  # fmt: skip
+            which = f"golden {leaf.name}{transform.golden_slice or ''}"
+            raise DumpError(f"shape {list(shape)}{dumped} but {which} is {list(golden)}: "
+                            f"{shape_hint(tuple(shape), golden)}", path=entry.path, tensor=label)  # fmt: skip
         dtype = transform.dtype_of(entry.dtype)
         if is_float(dtype) != is_float(leaf.dtype):
             kind = "floating-point" if is_float(leaf.dtype) else "discrete"

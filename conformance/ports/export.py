@@ -431,6 +431,9 @@ def export_case(store: GoldenStore, case: Case, folder: Path, policy: Policy, op
         "layouts": LAYOUTS,
         "metrics": {name: {"direction": d, "meaning": text} for name, (d, text) in THRESHOLDS.items()},
         "config": provenance.get("config", {}),
+        # every setting the official run used beyond the inputs (after defaults and the checkpoint's generation
+        # config), as the subject recorded it: a port reproduces the case from these and the inputs
+        "settings": provenance.get("settings", {}),
         "provenance": {
             k: provenance.get(k)
             for k in (

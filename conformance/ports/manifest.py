@@ -16,6 +16,7 @@ Case (`DIR/<case>/manifest.json`)::
     {"schema": "conformance-export-case/1", "case": str, "family": str, "description": str, "model": str,
      "dtype": str, "format": str, "files": {"inputs": str, "goldens": str, "outputs": str}, "naming": str,
      "layouts": str, "metrics": {name: {"direction": str, "meaning": str}}, "config": {...},
+     "settings": {...} (every setting the official run used beyond the inputs, as its subject recorded it),
      "provenance": {...}, "inputs": [io], "input_values": {...}, "outputs": [io], "output_values": {...},
      "checkpoint_problems": [str],
      "calls": [{"key": str, "call": int, "module": str, "method": str, "class": str, "order": int,
@@ -147,6 +148,7 @@ def validate_case(data: Any) -> list[str]:
         c.type(data, key, str, "case")
     for key in ("config", "provenance", "metrics", "input_values", "output_values"):
         c.type(data, key, dict, "case")
+    c.type(data, "settings", dict, "case", optional=True)  # exports written before settings were recorded lack it
     c.type(data, "checkpoint_problems", list, "case")
     files = c.type(data, "files", dict, "case")
     for key in ("inputs", "goldens", "outputs"):

@@ -20,6 +20,12 @@
     to = ["...q_proj#{2}/outputs/0", "...k_proj#{2}/outputs/0", "...v_proj#{2}/outputs/0"]
     split = -1                                  # axis (of the golden layout); equal parts unless split_sizes
 
+    [[rename]]                                  # the port dumps the last position's logits only, as float32 ids
+    match = 'head\\.logits'
+    to = "model.lm_head#0/outputs/0"
+    slice = "[:, -1:, :]"                       # the golden side is sliced: compared with golden[:, -1:, :]
+    dtype = "float32"                           # a cast of the dump tensor (dtype = "int64" for ids dumped as floats)
+
     [[ignore]]
     match = 'debug\\..*'
     reason = "scratch buffers of the port"      # mandatory
@@ -27,7 +33,10 @@
 Routing of one dump name: the `[names]` table, then `[[ignore]]` rules, then `[[rename]]` rules in file
 order (the first match wins), then the name itself if it is already a golden name (`key#call/role`).
 A rename rule may use `names = {dump = golden, ...}` instead of `match`/`to` to give a table its
-transforms. Transforms run in this order: permute (or layout), split, reshape, dtype.
+transforms. Transforms run in this order: permute (or layout), split, reshape, dtype. `slice` selects the part of
+the golden tensor the dump holds (numpy basic indexing: integers, `start:stop:step`, one `...`): the dump tensor,
+after its transforms, is compared with `golden[slice]`, under the golden tensor's own thresholds, and the verdict
+notes the slice. A slice that is not such an index is an error naming the map and the rule.
 
 Templates: `{N}` or `{name}` is a regex group, `{N+1}` (also -, *, //, %, parentheses) is integer
 arithmetic on it, `{N:table}` looks the group up in `[tables.table]`, `{0}` is the whole name.
@@ -72,8 +81,8 @@ _TOP_KEYS = {"format", "case", "export_dir", "names", "tables", "rename", "ignor
 _KWARGS_KEYS = {"modules", "names"}
 _MODULE_PATH = re.compile(r"^\w+(\.\w+)*$")  # model.layers.0.self_attn
 _METHOD_KEY = re.compile(r"^(\w+(\.\w+)*)?:\w+$")  # vocoder.decoder:chunked_decode, :generate
-_RENAME_KEYS = {"match", "to", "names", "permute", "layout", "split", "split_sizes", "reshape", "dtype", "optional",
-                "note"}  # fmt: skip
+_RENAME_KEYS = {"match", "to", "names", "permute", "layout", "split", "split_sizes", "reshape", "dtype", "slice",
+                "optional", "note"}  # fmt: skip
 _IGNORE_KEYS = {"match", "names", "reason", "optional"}
 _TEMPLATE = re.compile(r"\{([^{}]*)\}")
 _REF = re.compile(r"^\s*(\d+|[A-Za-z_]\w*)")
@@ -97,10 +106,28 @@ class Transform:
     reshape: tuple[int, ...] | None = None
     dtype: str | None = None
     layout: str | None = None
+    golden_index: tuple[Any, ...] | None = None  # the part of the golden tensor the dump holds (`slice`)
+    golden_slice: str | None = None  # that selection as the map writes it
 
     @property
     def identity(self) -> bool:
-        return self.permute is None and self.split_axis is None and self.reshape is None and self.dtype is None
+        return (self.permute is None and self.split_axis is None and self.reshape is None and self.dtype is None
+                and self.golden_index is None)  # fmt: skip
+
+    def golden_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the part of a golden tensor of `shape` this transform's dump tensor stands for (the whole
+        tensor without a slice); raises ShapeError when the slice does not apply to it."""
+        if self.golden_index is None:
+            return tuple(shape)
+        try:
+            view = np.broadcast_to(np.empty((), dtype=np.bool_), tuple(shape))[self.golden_index]  # no memory
+        except IndexError as exc:
+            raise ShapeError(
+                f"slice {self.golden_slice} does not apply to a tensor of shape {list(shape)}: {exc}"
+            ) from None
+        if view.size == 0:
+            raise ShapeError(f"slice {self.golden_slice} selects nothing of a tensor of shape {list(shape)}")
+        return tuple(view.shape)
 
     def describe(self) -> str:
         steps = []
@@ -113,6 +140,8 @@ class Transform:
             steps.append(f"reshape {list(self.reshape)}")
         if self.dtype is not None:
             steps.append(f"dtype {self.dtype}")
+        if self.golden_slice is not None:
+            steps.append(f"against golden{self.golden_slice}")
         return ", ".join(steps) or "none"
 
     def _split_bounds(self, shape: tuple[int, ...], part: int) -> tuple[int, int, int]:
@@ -546,7 +575,40 @@ def _transform(raw: dict[str, Any], label: str, parts: int, path: Path | None) -
         raise MappingError(
             f"{label}: cannot cast to bfloat16 (numpy has no such dtype); cast to float32", path=_where(path)
         )
-    return Transform(permute, split_axis, split_sizes, parts if split_axis is not None else 1, reshape, dtype, layout)
+    index, text = _golden_slice(raw["slice"], label, path) if "slice" in raw else (None, None)
+    return Transform(permute, split_axis, split_sizes, parts if split_axis is not None else 1, reshape, dtype, layout,
+                     index, text)  # fmt: skip
+
+
+_SLICE_ITEM = re.compile(r"^(-?\d+)?(?::(-?\d+)?(?::(-?\d+)?)?)?$")
+
+
+def _golden_slice(raw: Any, label: str, path: Path | None) -> tuple[tuple[Any, ...], str]:
+    """ "[:, -1:, :]" -> (slice(None), slice(-1, None), slice(None)): numpy basic indexing, written as in Python."""
+    example = 'like "[:, -1:, :]" (integers, start:stop:step and one ...)'
+    if not isinstance(raw, str) or not raw.strip().startswith("[") or not raw.strip().endswith("]"):
+        raise MappingError(f"{label}: slice must be an index in brackets {example}, not {raw!r}", path=_where(path))
+    text = raw.strip()
+    items: list[Any] = []
+    for item in text[1:-1].split(","):
+        item = item.replace(" ", "")
+        if item == "...":
+            if Ellipsis in items:
+                raise MappingError(f"{label}: slice {text!r} has more than one ...", path=_where(path))
+            items.append(Ellipsis)
+            continue
+        found = _SLICE_ITEM.match(item)
+        if not item or found is None:
+            raise MappingError(f"{label}: slice {text!r}: {item!r} is not an integer, start:stop:step or ... "
+                               f"({example})", path=_where(path))  # fmt: skip
+        if ":" not in item:
+            items.append(int(item))
+            continue
+        start, stop, step = (int(g) if g is not None else None for g in found.groups())
+        if step == 0:
+            raise MappingError(f"{label}: slice {text!r}: a step of 0", path=_where(path))
+        items.append(slice(start, stop, step))
+    return tuple(items), text
 
 
 def _regex(raw: Any, label: str, path: Path | None) -> re.Pattern[str]:

@@ -177,6 +177,14 @@ class Subject:
         """Build (or find, when already built) the seeded checkpoints of this subject; returns their folder."""
         raise self._unavailable("checkpoint builder")
 
+    def write_checkpoint(self, out: Path, *, size: str = "tiny", seed: int | None = None, dtype: str | None = None,
+                         variant: str | None = None) -> list[Path]:  # fmt: skip
+        """Write the seeded checkpoints of `size` (the weights the committed goldens were recorded from, for the
+        subject's default seed) into the new folder `out`, self-contained and in the layout of the published
+        checkpoints, weights in `dtype`; `variant` picks one model of a family of them. Returns the model folders
+        written (what a port's converter reads). `conformance checkpoint` calls it."""
+        raise self._unavailable("checkpoint export")
+
     def make_goldens(self, folder: Path, **options: Any) -> dict[str, Any]:
         """Regenerate this subject's committed goldens in `folder`; returns its manifest entry (stores, hashes)."""
         raise self._unavailable("golden regeneration")

@@ -201,6 +201,8 @@ class TorchSubject(Subject):
         `<name>-tiny-float64.h5`, paired through the manifest entry this returns."""
         from ..capture import session
 
+        if options.get("size", "tiny") != "tiny":
+            raise UsageError(f"subject {self.name!r} keeps tiny goldens only, not {options['size']!r}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         seed, threads = int(options.get("seed", self.seed)), int(options.get("threads", 1))

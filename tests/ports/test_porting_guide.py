@@ -57,7 +57,7 @@ def commands(text: str) -> list[list[str]]:
         lines.append(" ".join(folded))
     found = []
     for line in lines:
-        match = re.search(r"(?:^|&&|run:|\S=\S+)\s*(conformance (?:export|check) .*)$", line.strip())
+        match = re.search(r"(?:^|&&|run:|\S=\S+)\s*(conformance (?:export|checkpoint|check) .*)$", line.strip())
         if match and "──" not in line:
             found.append(shlex.split(match.group(1).split(" #")[0])[1:])
     return found
@@ -79,8 +79,8 @@ def test_the_commands_parse() -> None:
     parser = build_parser()
     for words in found:
         args = parser.parse_args(words)  # exits 2 on an option the CLI does not have
-        assert args.command in ("export", "check")
-    assert {tuple(w[:1]) for w in found} == {("export",), ("check",)}
+        assert args.command in ("export", "check", "checkpoint")
+    assert {tuple(w[:1]) for w in found} == {("export",), ("check",), ("checkpoint",)}
 
 
 def test_the_sample_map_is_valid() -> None:

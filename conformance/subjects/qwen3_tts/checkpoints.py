@@ -7,14 +7,23 @@ of porting bugs. `randomize_` therefore sets every parameter and persistent buff
 seeded by (seed, model, parameter name), with a distribution that keeps activations O(1), so every
 parameter matters and a checkpoint is reproducible parameter by parameter.
 
-Layout written by `build_checkpoints` (the layout of the published Qwen3-TTS repositories):
+Layout written by `build_checkpoints`: a set of folders, each in the layout of a published Qwen3-TTS repository
+(config.json with every key of the published configs, generation_config.json, model.safetensors, the Qwen text
+tokenizer files and speech_tokenizer/), so a port's converter reads any of them as it reads a published one:
 
     <dir>/speech_tokenizer/{config.json, preprocessor_config.json, model.safetensors}
-    <dir>/base/{config.json, generation_config.json, model.safetensors, speech_tokenizer -> ../speech_tokenizer}
-    <dir>/custom_voice/... and <dir>/voice_design/...  (model.safetensors -> ../base/model.safetensors)
+    <dir>/base/{config.json, generation_config.json, model.safetensors, vocab.json, merges.txt, tokenizer.json,
+                tokenizer_config.json, speech_tokenizer -> ../speech_tokenizer}
+    <dir>/custom_voice/... and <dir>/voice_design/...  (model.safetensors and the tokenizer files -> ../base/...)
 
 The three TTS variants share the talker weights (same seeds, same names); the custom-voice and
-voice-design models simply ignore the speaker-encoder tensors they do not have.
+voice-design models simply ignore the speaker-encoder tensors they do not have. `export_checkpoint` writes one
+variant as a folder of plain files (no symlinks): what `conformance checkpoint --variant` gives a user.
+
+Weights are randomised in float32, rounded to bfloat16 (the published checkpoints' precision) and saved in the
+chosen dtype: float32 (the default for the seeded sizes: readable with `numpy` alone, and loading gives exactly the
+bfloat16 values) or bfloat16 (as published). Both hold the same values: cast to bfloat16, a float32 folder's
+tensors are bit for bit the bfloat16 folder's.
 """
 
 from __future__ import annotations
@@ -36,6 +45,16 @@ from . import configs
 from .official import import_official
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
+DTYPES = ("float32", "bfloat16")
+# The layout version of a built set (in its .complete.json): a set built by an older layout (bfloat16 weights, no
+# tokenizer files, fewer config keys) is rebuilt rather than reused.
+LAYOUT = 2
+
+
+def default_dtype(size: str) -> str:
+    """Seeded tiny sets are float32 (a converter reads them with numpy alone); full-size ones bfloat16, as
+    published (half the disk)."""
+    return "bfloat16" if size == "full" else "float32"
 
 
 @contextlib.contextmanager
@@ -239,13 +258,18 @@ def build_tts(size: str, seed: int, model_type: str) -> Any:
     return model
 
 
-def _save_bfloat16(model: Any, folder: Path) -> None:
-    """Save in bfloat16, as the published Qwen3-TTS checkpoints are: loading into float32 or float64 is
-    then exact, and the files are half the size."""
+def _save(model: Any, folder: Path, dtype: str) -> None:
+    """Round every weight to bfloat16, as the published Qwen3-TTS checkpoints are (so loading into float32 or
+    float64 is exact), and save it in `dtype`: bfloat16, or float32 holding the same values."""
     import torch
 
+    if dtype not in DTYPES:
+        raise ValueError(f"checkpoint dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    model = model.to(torch.bfloat16)
+    if dtype == "float32":
+        model = model.to(torch.float32)
     with quiet():
-        model.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -265,18 +289,28 @@ def _strip_config(path: Path) -> None:
     _write_json(path, data)
 
 
+def _link(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        shutil.rmtree(link)
+    link.symlink_to(target, target_is_directory=target.name == "speech_tokenizer")
+
+
 def build_checkpoints(size: str, seed: int, out_dir: str | Path, model_types: tuple[str, ...] = configs.MODEL_TYPES,
-                      with_codec: bool = True) -> CheckpointSet:  # fmt: skip
-    """Build, randomise and save the codec and TTS checkpoints in the official folder layout."""
+                      with_codec: bool = True, dtype: str | None = None) -> CheckpointSet:  # fmt: skip
+    """Build, randomise and save the codec and TTS checkpoints in the official folder layout, with the text
+    tokenizer files, in `dtype` (default: `default_dtype(size)`)."""
     import torch
 
+    dtype = dtype or default_dtype(size)
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     if with_codec:
         codec_dir = root / "speech_tokenizer"
         codec = build_codec(size, seed)
-        _save_bfloat16(codec, codec_dir)
+        _save(codec, codec_dir, dtype)
         _strip_config(codec_dir / "config.json")
         _write_json(codec_dir / "preprocessor_config.json", configs.PREPROCESSOR_CONFIG)
         del codec
@@ -284,23 +318,56 @@ def build_checkpoints(size: str, seed: int, out_dir: str | Path, model_types: tu
         base_type = "base" if "base" in model_types else model_types[0]
         base_dir = root / base_type
         model = build_tts(size, seed, "base")  # the base model holds every tensor, speaker encoder included
-        _save_bfloat16(model, base_dir)
+        _save(model, base_dir, dtype)
         del model
+        for name in TOKENIZER_FILES:  # real copies once, in the base folder; the other variants link to them
+            target = base_dir / name
+            target.unlink(missing_ok=True)
+            shutil.copyfile(tokenizer_files_dir() / name, target)
         for model_type in model_types:
             folder = root / model_type
             folder.mkdir(parents=True, exist_ok=True)
-            _write_json(folder / "config.json", configs.tts_config(size, model_type))
+            _write_json(folder / "config.json", {**configs.tts_config(size, model_type), "dtype": dtype})
             (folder / "generation_config.json").unlink(missing_ok=True)
             _write_json(folder / "generation_config.json", configs.GENERATION_DEFAULTS)
             if folder != base_dir:
-                target = folder / "model.safetensors"
-                target.unlink(missing_ok=True)
-                target.symlink_to(Path("..") / base_type / "model.safetensors")
-            link = folder / "speech_tokenizer"
-            if link.is_symlink() or link.exists():
-                link.unlink() if link.is_symlink() else shutil.rmtree(link)
-            link.symlink_to(Path("..") / "speech_tokenizer", target_is_directory=True)
+                for name in ("model.safetensors", *TOKENIZER_FILES):
+                    _link(folder / name, Path("..") / base_type / name)
+            _link(folder / "speech_tokenizer", Path("..") / "speech_tokenizer")
     return CheckpointSet(root)
+
+
+def export_checkpoint(out: str | Path, *, size: str = "tiny", seed: int, dtype: str | None = None,
+                      variant: str | None = None) -> list[Path]:  # fmt: skip
+    """Write the seeded checkpoints of `size` and `seed` (the goldens' weights) into the new folder `out`.
+
+    Without `variant`: the whole set (the layout the committed goldens carry, every variant beside the shared
+    codec). With `variant` (base, custom_voice, voice_design): that model alone, as one folder of plain files in
+    the layout of its published repository (speech_tokenizer/ inside). Nothing is written at `out` unless the
+    whole folder was built (it is built beside it and renamed). Returns the folders of TTS models written."""
+    if variant is not None and variant not in configs.MODEL_TYPES:
+        raise ValueError(f"unknown variant {variant!r} ({', '.join(configs.MODEL_TYPES)})")
+    out = Path(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        built = build_checkpoints(size, seed, staging / "set", dtype=dtype)
+        _write_json(built.root / ".complete.json", marker(size, seed, dtype or default_dtype(size)))
+        if variant is None:
+            result = staging / "set"
+        else:
+            result = staging / "variant"
+            shutil.copytree(built.tts(variant), result, symlinks=False)  # links resolved: plain files
+        result.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out] if variant is not None else [out / t for t in configs.MODEL_TYPES]
+
+
+def marker(
+    size: str, seed: int, dtype: str, models: tuple[str, ...] = (*configs.MODEL_TYPES, "codec")
+) -> dict[str, Any]:
+    """The `.complete.json` of a built set: what it holds and how it was built."""
+    return {"size": size, "seed": seed, "models": sorted(models), "dtype": dtype, "layout": LAYOUT}
 
 
 # -- loading through the official path -----------------------------------------------------------------------

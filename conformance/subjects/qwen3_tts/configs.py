@@ -19,6 +19,9 @@ TEXT_TOKENS = {
     "tts_pad_token_id": 151671,
     "tts_bos_token_id": 151672,
     "tts_eos_token_id": 151673,
+    # Not read by qwen-tts 0.1.1 (the prompt's role tokens come from the tokenizer), but published and read by
+    # ports: a checkpoint folder carries every key of the published configs.
+    "assistant_token_id": 77091,
 }
 CODEC_TOKENS = {
     "codec_pad_id": 2148,
@@ -46,6 +49,7 @@ SPEAKER_DIALECTS: dict[str, Any] = {
 }
 
 MODEL_TYPES = ("base", "custom_voice", "voice_design")
+SIZES = ("tiny", "port", "full")
 
 GENERATION_DEFAULTS = {
     "do_sample": True,
@@ -76,6 +80,7 @@ def _talker(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-6,
             "rope_theta": 1000000,
             "num_code_groups": 4,
+            "max_length": 20,  # published (transformers' generation default); the official code passes its own
         }
         talker = {
             "vocab_size": 3072,
@@ -95,6 +100,42 @@ def _talker(size: str) -> dict[str, Any]:
             "text_vocab_size": 151936,
             "position_id_per_seconds": 13,
         }
+    elif size == "port":
+        # Port-shaped: every constant native ports hard-code kept (16 code groups x 2048 entries, head_dim 128, the
+        # published MRoPE sections, 2:1 grouped-query attention, the token-id layout); widths and depths shrink.
+        code_predictor = {
+            "vocab_size": 2048,
+            "hidden_size": 48,
+            "intermediate_size": 96,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 128,
+            "hidden_act": "silu",
+            "max_position_embeddings": 65536,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000,
+            "num_code_groups": 16,
+            "max_length": 20,
+        }
+        talker = {
+            "vocab_size": 3072,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 128,
+            "hidden_act": "silu",
+            "max_position_embeddings": 32768,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000,
+            "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20], "interleaved": True},
+            "num_code_groups": 16,
+            "text_hidden_size": 16,
+            "text_vocab_size": 151936,
+            "position_id_per_seconds": 13,
+        }
     elif size == "full":
         code_predictor = {
             "vocab_size": 2048,
@@ -109,6 +150,7 @@ def _talker(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-6,
             "rope_theta": 1000000,
             "num_code_groups": 16,
+            "max_length": 20,
         }
         talker = {
             "vocab_size": 3072,
@@ -129,7 +171,7 @@ def _talker(size: str) -> dict[str, Any]:
             "position_id_per_seconds": 13,
         }
     else:
-        raise ValueError(f"unknown size {size!r} (tiny or full)")
+        raise ValueError(f"unknown size {size!r} ({', '.join(SIZES)})")
     talker.update(CODEC_TOKENS)
     talker["code_predictor_config"] = code_predictor
     talker["codec_language_id"] = dict(LANGUAGES)
@@ -141,7 +183,7 @@ def _talker(size: str) -> dict[str, Any]:
 def _speaker_encoder(size: str, talker_hidden: int) -> dict[str, Any]:
     # enc_dim must equal the talker width: the x-vector is spliced into the talker's input sequence.
     # mel_dim is 128 because `extract_speaker_embedding` hard-codes a 128-bin mel.
-    if size == "tiny":
+    if size in ("tiny", "port"):
         return {
             "mel_dim": 128,
             "enc_dim": talker_hidden,
@@ -175,7 +217,7 @@ def tts_config(size: str, model_type: str) -> dict[str, Any]:
         "architectures": ["Qwen3TTSForConditionalGeneration"],
         "model_type": "qwen3_tts",
         "tokenizer_type": "qwen3_tts_tokenizer_12hz",
-        "tts_model_size": "tiny" if size == "tiny" else "0b6",
+        "tts_model_size": size if size in ("tiny", "port") else "0b6",
         "tts_model_type": model_type,
         "talker_config": talker,
         "speaker_encoder_config": _speaker_encoder(size, talker["hidden_size"]),
@@ -208,6 +250,11 @@ def codec_config(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-5,
             "num_hidden_layers": 2,
             "num_quantizers": 4,
+            # Published keys the official decoder does not read (it uses codebook_dim and codebook_size for every
+            # quantizer) but converters do: one semantic quantizer, the VQ width (= codebook_dim, as published).
+            "num_semantic_quantizers": 1,
+            "vector_quantization_hidden_dimension": 16,
+            "semantic_codebook_size": 4096,
             "upsample_rates": [4, 3, 2, 2],
             "upsampling_ratios": [2, 2],
             "decoder_dim": 16,
@@ -252,6 +299,76 @@ def codec_config(size: str) -> dict[str, Any]:
             "attention_bias": False,
         }
         samples_per_frame, valid_quantizers = 192, 4
+    elif size == "port":
+        # The published rates and counts (1920 samples per 12.5 Hz frame, decoder upsampling 8*5*4*3 * 2*2, encoder
+        # strides 8*6*5*4 to 25 Hz then 2x down to 12.5 Hz, 16 of 32 encoder quantizers, 16 decoder quantizers,
+        # 2048-entry codebooks, decoder head_dim 64) with narrow channels, 2 transformer layers and the tiny sliding
+        # windows (4 decoder frames, 6 encoder steps), so the cases still run longer than them.
+        decoder = {
+            "codebook_size": 2048,
+            "codebook_dim": 16,
+            "hidden_size": 64,
+            "latent_dim": 32,
+            "max_position_embeddings": 8000,
+            "rope_theta": 10000,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "attention_bias": False,
+            "sliding_window": 4,
+            "intermediate_size": 128,
+            "hidden_act": "silu",
+            "layer_scale_initial_scale": 0.01,
+            "rms_norm_eps": 1e-5,
+            "num_hidden_layers": 2,
+            "num_quantizers": 16,
+            "num_semantic_quantizers": 1,
+            "vector_quantization_hidden_dimension": 16,
+            "semantic_codebook_size": 4096,
+            "upsample_rates": [8, 5, 4, 3],
+            "upsampling_ratios": [2, 2],
+            "decoder_dim": 64,
+            "attention_dropout": 0.0,
+        }
+        encoder = {
+            "sampling_rate": 24000,
+            "frame_rate": 12.5,
+            "audio_channels": 1,
+            "hidden_size": 32,
+            "num_filters": 4,
+            "num_residual_layers": 1,
+            "upsampling_ratios": [8, 6, 5, 4],
+            "kernel_size": 7,
+            "last_kernel_size": 3,
+            "residual_kernel_size": 3,
+            "dilation_growth_rate": 2,
+            "use_causal_conv": True,
+            "pad_mode": "constant",
+            "compress": 2,
+            "trim_right_ratio": 1.0,
+            "codebook_size": 2048,
+            "codebook_dim": 8,
+            "num_quantizers": 32,
+            "use_conv_shortcut": False,
+            "vector_quantization_hidden_dimension": 8,
+            "num_semantic_quantizers": 1,
+            "upsample_groups": 32,
+            "num_hidden_layers": 2,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 8000,
+            "norm_eps": 1e-5,
+            "use_cache": False,
+            "use_streaming": False,
+            "rope_theta": 10000.0,
+            "sliding_window": 6,
+            "layer_scale_initial_scale": 0.01,
+            "attention_bias": False,
+        }
+        samples_per_frame, valid_quantizers = 1920, 16
     elif size == "full":
         decoder = {
             "codebook_size": 2048,
@@ -271,6 +388,9 @@ def codec_config(size: str) -> dict[str, Any]:
             "rms_norm_eps": 1e-5,
             "num_hidden_layers": 8,
             "num_quantizers": 16,
+            "num_semantic_quantizers": 1,
+            "vector_quantization_hidden_dimension": 512,
+            "semantic_codebook_size": 4096,
             "upsample_rates": [8, 5, 4, 3],
             "upsampling_ratios": [2, 2],
             "decoder_dim": 1536,
@@ -316,7 +436,7 @@ def codec_config(size: str) -> dict[str, Any]:
         }
         samples_per_frame, valid_quantizers = 1920, 16
     else:
-        raise ValueError(f"unknown size {size!r} (tiny or full)")
+        raise ValueError(f"unknown size {size!r} ({', '.join(SIZES)})")
     return {
         "architectures": ["Qwen3TTSTokenizerV2Model"],
         "model_type": "qwen3_tts_tokenizer_12hz",

@@ -14,24 +14,35 @@ from pathlib import Path
 from typing import Any
 
 from ...capture import session
-from . import cases, checkpoints, record
+from ...errors import UsageError
+from . import cases, checkpoints, configs, record
 from .identity import NAME, TITLE
 
 CHECKPOINT_DIR = f"checkpoints/{NAME}-tiny"
 
 
-def store_name(dtype: str) -> str:
-    return f"{NAME}-tiny-{dtype}.h5"
+def checkpoint_dir(size: str = "tiny") -> str:
+    return f"checkpoints/{NAME}-{size}"
 
 
-def make_goldens(out_dir: Path, seed: int = record.DEFAULT_SEED, threads: int = 1) -> dict[str, Any]:
-    """Record the committed goldens into `out_dir`; returns this subject's manifest entry."""
+def store_name(dtype: str, size: str = "tiny") -> str:
+    return f"{NAME}-{size}-{dtype}.h5"
+
+
+def make_goldens(
+    out_dir: Path, seed: int = record.DEFAULT_SEED, threads: int = 1, size: str = "tiny"
+) -> dict[str, Any]:
+    """Record the goldens into `out_dir`; returns this subject's manifest entry. The committed ones are tiny; `size`
+    "port" builds the port-shaped ones (too large to commit: `nox -s goldens -- --subject qwen3_tts --size port
+    --goldens DIR`, checked by `python -m conformance.project check --goldens DIR`)."""
+    if size not in configs.SIZES:
+        raise UsageError(f"unknown size {size!r} for {NAME} goldens ({', '.join(configs.SIZES)})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    folder = out_dir / CHECKPOINT_DIR
-    record.ensure_checkpoints("tiny", seed, folder=folder)
+    folder = out_dir / checkpoint_dir(size)
+    record.ensure_checkpoints(size, seed, folder=folder)
     stores = []
     for dtype in ("float32", "float64"):
-        path = out_dir / store_name(dtype)
+        path = out_dir / store_name(dtype, size)
         command = "python -m conformance.project goldens"
         started = time.time()
         record.record(path, list(cases.CASES), dtype=dtype, checkpoint=folder, seed=seed, threads=threads,
@@ -53,9 +64,9 @@ def make_goldens(out_dir: Path, seed: int = record.DEFAULT_SEED, threads: int = 
         "command": "nox -s goldens",
         "threads": threads,
         "checkpoint": {
-            "path": CHECKPOINT_DIR,
+            "path": checkpoint_dir(size),
             "seed": seed,
-            "size": "tiny",
+            "size": size,
             "files": checkpoints.weights_hashes(folder, follow_links=False),
         },
         "stores": stores,

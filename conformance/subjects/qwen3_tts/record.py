@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,19 +104,24 @@ def default_checkpoint_dir(size: str, seed: int) -> Path:
 
 def ensure_checkpoints(size: str, seed: int, folder: Path | None = None,
                        models: tuple[str, ...] = (*configs.MODEL_TYPES, "codec")) -> CheckpointSource:  # fmt: skip
-    """Build the seeded checkpoint set unless it is already there (built sets are deterministic)."""
+    """Build the seeded checkpoint set unless it is already there (built sets are deterministic). A set built by
+    an older layout (its .complete.json names no layout, or another) is rebuilt from scratch."""
     folder = folder or default_checkpoint_dir(size, seed)
     marker = folder / ".complete.json"
     wanted_tts = tuple(m for m in configs.MODEL_TYPES if m in models)
     state = json.loads(marker.read_text()) if marker.exists() else {}
+    if state and state.get("layout") != checkpoints.LAYOUT:
+        shutil.rmtree(folder)
+        state = {}
     have = set(state.get("models", []))
     missing = [m for m in models if m not in have]
     if missing:
         with_codec = "codec" in missing or not (folder / "speech_tokenizer").exists()
         tts_types = wanted_tts if any(m in missing for m in wanted_tts) else ()
-        checkpoints.build_checkpoints(size, seed, folder, model_types=tts_types, with_codec=with_codec)
+        dtype = state.get("dtype", checkpoints.default_dtype(size))
+        checkpoints.build_checkpoints(size, seed, folder, model_types=tts_types, with_codec=with_codec, dtype=dtype)
         have |= set(models)
-        marker.write_text(json.dumps({"size": size, "seed": seed, "models": sorted(have)}))
+        marker.write_text(json.dumps(checkpoints.marker(size, seed, dtype, tuple(have))))
     return CheckpointSource.from_path(folder)
 
 
@@ -276,7 +282,14 @@ class QwenRecording:
         return _precision(dtype)
 
     def run(self, models: OfficialModels, case: CaseSpec, io: CaseIO) -> None:
-        case.run(models, io)
+        if case.model == "codec":
+            case.run(models, io)
+            return
+        from .settings import watch
+
+        with watch(models.tts(case.model).model) as spy:  # what every generate call received (settings.py)
+            case.run(models, io)
+        io.settings.update(spy.settings())
 
     def provenance(self, models: OfficialModels, case: CaseSpec, roots: dict[str, Any], out: Path) -> dict[str, Any]:
         folders = models.folders(case)

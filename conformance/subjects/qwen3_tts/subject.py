@@ -82,6 +82,21 @@ class Qwen3TTSSubject(Subject):
         ensure_checkpoints(size, seed, folder=folder)
         return folder
 
+    def write_checkpoint(self, out: Path, *, size: str = "tiny", seed: int | None = None, dtype: str | None = None,
+                         variant: str | None = None) -> list[Path]:  # fmt: skip
+        from .checkpoints import DTYPES, export_checkpoint
+        from .configs import MODEL_TYPES, SIZES
+        from .record import DEFAULT_SEED
+
+        if size not in SIZES:
+            raise UsageError(f"unknown size {size!r} for {self.name} ({', '.join(SIZES)})")
+        if dtype is not None and dtype not in DTYPES:
+            raise UsageError(f"checkpoint dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        if variant is not None and variant not in MODEL_TYPES:
+            raise UsageError(f"unknown variant {variant!r} for {self.name} ({', '.join(MODEL_TYPES)})")
+        return export_checkpoint(out, size=size, seed=DEFAULT_SEED if seed is None else seed, dtype=dtype,
+                                 variant=variant)  # fmt: skip
+
     def make_goldens(self, folder: Path, **options: Any) -> dict[str, Any]:
         from .goldens import make_goldens
 
