@@ -23,6 +23,7 @@ from ...store.reader import Case, GoldenStore
 from ...store.schema import CallRecord
 
 CODEC_PREFIX = "speech_tokenizer"
+PREDICTOR_GENERATE = "talker.code_predictor:generate"
 IMPL_PACKAGE = "impl.qwen3_tts"
 _NP_DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
 
@@ -119,6 +120,13 @@ class ImplCandidate(Candidate):
         if target is None:
             raise NotCovered(call.key)
         check_call(target, args, kwargs)
+        if call.key.endswith(":generate") and "generator" not in kwargs:
+            replay = _replay(case, bool(kwargs.get("do_sample")), bool(kwargs.get("subtalker_dosample")),
+                             call.call if call.key == PREDICTOR_GENERATE else None)  # fmt: skip
+            kwargs = kwargs if replay is None else {**kwargs, "generator": replay}
+        elif call.key == "talker" and call.call > 0 and kwargs.get("subtalker_dosample") and "generator" not in kwargs:
+            # a talker step runs the code predictor's generate for the frame before: replay its sampled tokens
+            kwargs = {**kwargs, "generator": _replay(case, False, True, call.call - 1)}
         return target(*args, **kwargs)
 
     # -- chained --------------------------------------------------------------------------------------
@@ -140,9 +148,10 @@ def _run_codec_decode(candidate: ImplCandidate, case: Case) -> None:
 
     tokenizer = candidate.roots[CODEC_PREFIX]
     codes = case.input("codes")
-    if "chunk_size" in case.input_names():
-        tokenizer.decoder.chunked_decode(np.swapaxes(codes, 1, 2), chunk_size=int(case.input("chunk_size")),
-                                         left_context_size=int(case.input("left_context_size")))  # fmt: skip
+    names = case.input_names()
+    if "chunk_size" in names or "chunked" in names:  # sizes the case did not pass are the method's defaults
+        sizes = {name: int(case.input(name)) for name in ("chunk_size", "left_context_size") if name in names}
+        tokenizer.decoder.chunked_decode(np.swapaxes(codes, 1, 2), **sizes)
     else:
         codec.decode_codes(tokenizer, codes[0])
 
@@ -161,7 +170,32 @@ def _run_generation(candidate: ImplCandidate, case: Case) -> None:
     from impl.qwen3_tts import pipeline
 
     inputs = {name: case.input(name) for name in case.input_names()}
-    pipeline.run_case(candidate.roots[""], case.provenance.get("model", ""), inputs)
+    replay = _replay(case, bool(np.asarray(inputs.get("do_sample", False))),
+                     bool(np.asarray(inputs.get("subtalker_dosample", False))))  # fmt: skip
+    pipeline.run_case(candidate.roots[""], case.provenance.get("model", ""), inputs, replay)
+
+
+def _replay(case: Case, talker: bool, predictor: bool, predictor_call: int | None = None) -> Any:
+    """For a sampled generation, the golden's sampled tokens in the order the official generate drew them
+    (teacher forcing of the random generator): the talker's token of step 0, then per frame the code predictor's
+    tokens and the talker's next token (each only when that generate samples); with `predictor_call`, the tokens
+    of that one code predictor generate. None when nothing samples."""
+    from impl.common.generation import ReplayTokens
+
+    if not (talker or predictor):
+        return None
+    if predictor_call is not None:
+        return ReplayTokens(case.tensor(PREDICTOR_GENERATE, predictor_call, "outputs/sequences"))
+    sequences = case.tensor("talker:generate", 0, "outputs/sequences")  # (B, steps)
+    predicted = [case.tensor(PREDICTOR_GENERATE, call, "outputs/sequences")
+                 for call in range(sequences.shape[1]) if case.has_call(PREDICTOR_GENERATE, call)]  # fmt: skip
+    stream = [sequences[:, :1]] if talker else []
+    for frame, codes in enumerate(predicted):  # codes (B, G - 1) of frame `frame`
+        if predictor:
+            stream.append(codes)
+        if talker and frame + 1 < sequences.shape[1]:
+            stream.append(sequences[:, frame + 1 : frame + 2])
+    return ReplayTokens(np.concatenate(stream, axis=1))
 
 
 RUNNERS: dict[str, Callable[[ImplCandidate, Case], None]] = {

@@ -62,6 +62,9 @@ CODEC_ENCODER_ONLY_EXCLUDES = (CODEC_PREFIX, f"{CODEC_PREFIX}:decode", f"{CODEC_
                                f"{CODEC_PREFIX}.decoder.*", f"{CODEC_PREFIX}.decoder:*",
                                f"{CODEC_PREFIX}.encoder.encoder.*")  # fmt: skip
 
+# The processed next-token scores of every generation step (sampling.py), hooked only in cases listing "logits".
+PROCESSED_LOGITS = ("talker.logits_processor", "talker.code_predictor.logits_processor")
+
 
 @dataclass(frozen=True)
 class CheckpointSource:
@@ -159,10 +162,13 @@ class OfficialModels:
     @staticmethod
     def excluded(case: CaseSpec) -> list[str]:
         """Module keys of the hooked roots left unhooked: with "codec_encoder", the codec's decoder side (the
-        waveform's decode is large and checked by the codec cases; only the encoder feeds the talker)."""
+        waveform's decode is large and checked by the codec cases; only the encoder feeds the talker); without
+        "logits", the processed scores of every step (sampling.py: as large as the logits, recorded only by the
+        option cases that list "logits")."""
+        excluded = [] if "logits" in case.hooks else list(PROCESSED_LOGITS)
         if "codec_encoder" in case.hooks and "codec" not in case.hooks:
-            return list(CODEC_ENCODER_ONLY_EXCLUDES)
-        return []
+            excluded += CODEC_ENCODER_ONLY_EXCLUDES
+        return excluded
 
     def folders(self, case: CaseSpec) -> dict[str, Path]:
         if case.model == "codec":
