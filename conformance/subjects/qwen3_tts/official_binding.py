@@ -192,7 +192,12 @@ class OfficialCandidate(Candidate):
         torch_args = [a if f"args/{i}" in keep else _to_torch(a, dtype) for i, a in enumerate(args)]
         torch_kwargs = {k: v if f"kwargs/{k}" in keep else _to_torch(v, dtype, name=k) for k, v in kwargs.items()}
         check_call(target, torch_args, torch_kwargs)
-        with torch.no_grad(), self._precision():
+        from .impl_binding import sampled_tokens
+        from .sampling import replay_multinomial
+
+        tokens = sampled_tokens(case, call, kwargs)  # a sampling call draws the golden's tokens (teacher forcing)
+        replay = replay_multinomial(tokens) if tokens is not None else contextlib.nullcontext()
+        with torch.no_grad(), self._precision(), replay:
             outputs = target(*torch_args, **torch_kwargs)
         return to_numpy_tree(outputs)
 

@@ -18,8 +18,11 @@ A processor the description does not know (another generation config) raises ins
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 # transformers' order in `_get_logits_processor` for the processors the Qwen3-TTS generate calls can build
@@ -136,3 +139,24 @@ def install(model: Any) -> None:
             continue
         owner.logits_processor = LogitsProcessing()
         owner._get_logits_processor = _processing_getter(owner, owner.logits_processor)
+
+
+@contextlib.contextmanager
+def replay_multinomial(tokens: np.ndarray) -> Iterator[None]:
+    """Within this block `torch.multinomial` (transformers' `_sample` draws each token with it) returns the next
+    column of `tokens` (B, draws) instead of drawing: an isolated replay of a sampling call on the golden
+    history. More draws than recorded raise."""
+    original = torch.multinomial
+    columns = iter(np.asarray(tokens, dtype=np.int64).T)
+
+    def multinomial(probs: torch.Tensor, num_samples: int = 1, *args: Any, **kwargs: Any) -> torch.Tensor:
+        column = next(columns, None)
+        if column is None:
+            raise IndexError("the replayed call draws more tokens than the golden recorded")
+        return torch.from_numpy(column.copy()).to(probs.device).reshape(-1, 1).expand(-1, num_samples)
+
+    torch.multinomial = multinomial  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.multinomial = original  # type: ignore[assignment]
