@@ -64,6 +64,9 @@ CODEC_ENCODER_ONLY_EXCLUDES = (CODEC_PREFIX, f"{CODEC_PREFIX}:decode", f"{CODEC_
 
 # The processed next-token scores of every generation step (sampling.py), hooked only in cases listing "logits".
 PROCESSED_LOGITS = ("talker.logits_processor", "talker.code_predictor.logits_processor")
+# A case listing "decoder_outline" records the codec decoder's own calls (forward per chunk, chunked_decode) but
+# not the modules inside it: 300 frames of every layer's activations would be 80 MB.
+DECODER_OUTLINE_EXCLUDES = (f"{CODEC_PREFIX}.decoder.*",)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,8 @@ class OfficialModels:
         "logits", the processed scores of every step (sampling.py: as large as the logits, recorded only by the
         option cases that list "logits")."""
         excluded = [] if "logits" in case.hooks else list(PROCESSED_LOGITS)
+        if "decoder_outline" in case.hooks:  # a long decode: the decoder's calls, not the layers inside them
+            excluded += DECODER_OUTLINE_EXCLUDES
         if "codec_encoder" in case.hooks and "codec" not in case.hooks:
             excluded += CODEC_ENCODER_ONLY_EXCLUDES
         return excluded
