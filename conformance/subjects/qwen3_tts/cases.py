@@ -332,7 +332,7 @@ CASES: tuple[CaseSpec, ...] = (
           "codec", ("codec", "decoder_outline"), run_chunked_decode_defaults, frames=301, seed=104),
     _case("tts_speakers_apart", "generation",
           "Custom voice whose codes change with each speaker (Ryan, Vivian, Dylan, Eric) and with the language "
-          "on the tiny checkpoint (a short text, 8 frames), so a port ignoring the speaker fails on codes.",
+          "on the tiny checkpoint (a short text, 7 frames), so a port ignoring the speaker fails on codes.",
           "custom_voice", ("tts",), run_generate_options, mode="custom_voice", text=APART_TEXT, language="English",
           speaker="Vivian", frames=(8, 16), options={}),
 )  # fmt: skip
