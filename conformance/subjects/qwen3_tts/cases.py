@@ -32,8 +32,10 @@ class CaseSpec:
     description: str
     model: str  # "codec" or a TTS model type
     hooks: tuple[str, ...]  # roots to hook: "tts", "codec" (the whole codec) or "codec_encoder" (its encoder side);
-    # "logits" also records every step's processed scores (talker[.code_predictor].logits_processor, sampling.py);
-    # "decoder_outline" leaves the layers inside the codec decoder unhooked (its calls are still recorded)
+    # "logits" ("subtalker_logits") also records every step's processed scores of the talker (the code predictor),
+    # talker[.code_predictor].logits_processor (sampling.py); "decoder_outline" records the codec decoder's
+    # chunked_decode only, not its forward per chunk and the layers inside; "outline" a generation's generate
+    # calls only (codes-only cases: what tells inputs apart is the codes)
     run: Callable[[Any, CaseIO], None]
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -299,18 +301,13 @@ CASES: tuple[CaseSpec, ...] = (
           "log clamp, 1e-5 -> -11.5) and clipping at +-1, so the clamp, the magnitude epsilon and the reflect "
           "padding decide the embedding (without the clamp log(0) makes it NaN).",
           "base", ("tts",), run_speaker_encoder_edges, seconds=0.45, seed=302),
-    _case("tts_voice_clone_edges", "generation",
-          "Voice clone (x-vector only) from the edge reference audio of speaker_encoder_edges: the clamped "
-          "silence reaches the talker through the speaker embedding.",
-          "base", ("tts",), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=None,
-          x_vector_only=True, non_streaming=False, frames=(4, 8), seed=404, ref_seconds=0.45, edges=True),
     _case("tts_sampling", "generation",
           "Sampling (do_sample) with temperature, top-k, top-p, a repetition penalty and the sub-talker's own "
           "sampling settings, torch seeded: every step's processed distribution (talker.logits_processor, "
           "talker.code_predictor.logits_processor) is recorded and replayed on the golden history, so the "
           "-inf masks of top-k/top-p/suppression and the scaled scores are judged without the random generator.",
-          "custom_voice", ("tts", "logits"), run_generate_options, mode="custom_voice", text=EN_TEXT,
-          language="English", speaker="Ryan", frames=(6, 10), seed=1601,
+          "custom_voice", ("tts", "logits", "subtalker_logits"), run_generate_options, mode="custom_voice",
+          text=EN_TEXT, language="English", speaker="Ryan", frames=(5, 10), seed=1601,
           options={"do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.8, "repetition_penalty": 1.3,
                    "subtalker_dosample": True, "subtalker_temperature": 1.3, "subtalker_top_k": 8,
                    "subtalker_top_p": 0.9}),
@@ -333,8 +330,8 @@ CASES: tuple[CaseSpec, ...] = (
     _case("tts_speakers_apart", "generation",
           "Custom voice whose codes change with each speaker (Ryan, Vivian, Dylan, Eric) and with the language "
           "on the tiny checkpoint (a short text, 7 frames), so a port ignoring the speaker fails on codes.",
-          "custom_voice", ("tts",), run_generate_options, mode="custom_voice", text=APART_TEXT, language="English",
-          speaker="Vivian", frames=(8, 16), options={}),
+          "custom_voice", ("tts", "outline"), run_generate_options, mode="custom_voice", text=APART_TEXT,
+          language="English", speaker="Vivian", frames=(8, 16), options={}),
 )  # fmt: skip
 
 CASES_BY_NAME = {case.name: case for case in CASES}
