@@ -59,7 +59,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("text", (CV, VD, VC), "required", "tts_custom_voice", "the text tokens fill the prompt",
            changes=({"text": "Bye."},)),
     Option("speaker", (CV,), "required", "tts_speakers_apart",
-           "a short text over 6 frames: each speaker's embedding row changes the codes on the tiny checkpoint",
+           "a short text over 7 frames: each speaker's embedding row changes the codes on the tiny checkpoint",
            changes=({"speaker": "Ryan"}, {"speaker": "Dylan"}, {"speaker": "Eric"})),
     Option("language", (CV, VD, VC), "None (Auto)", "tts_speakers_apart",
            "the language id in the codec prefill (none for Auto: a shorter prompt) changes the codes",

@@ -200,3 +200,11 @@ def test_changing_the_option_changes_a_golden_output(option: Option, golden: Any
     for changes in option.changes or ({},):
         changed = _run(models, case, changes, option.patch, watched)
         assert _differs(changed, recorded), f"{option.name}: {changes or option.patch} changes no output of {option.case}"
+
+
+def test_the_options_page_lists_every_option_with_its_case() -> None:
+    page = (ROOT / "docs" / "options.md").read_text()
+    for option in OPTIONS:
+        row = next((line for line in page.splitlines() if line.startswith(f"| `{option.name}` |")), None)
+        assert row is not None, f"docs/options.md has no row for {option.name}"
+        assert option.case is None or f"`{option.case}`" in row, f"docs/options.md: {option.name} without its case"
