@@ -135,6 +135,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("codes", (CHUNKED,), "-", None, "", why="the input itself (every codec_decode case)"),
     Option("batch and padding", (), "lists of texts: prompts left-padded", None, "",
            why="not covered yet: no case generates a batch (the impl mirrors the padding, tests/impl check it)"),
-)
+)  # fmt: skip
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

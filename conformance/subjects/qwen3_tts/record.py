@@ -171,7 +171,9 @@ class OfficialModels:
         waveform's decode is large and checked by the codec cases; only the encoder feeds the talker); without
         "logits", the processed scores of every step (sampling.py: as large as the logits, recorded only by the
         option cases that list "logits")."""
-        excluded = [key for flag, key in zip(("logits", "subtalker_logits"), PROCESSED_LOGITS) if flag not in case.hooks]
+        excluded = [
+            key for flag, key in zip(("logits", "subtalker_logits"), PROCESSED_LOGITS) if flag not in case.hooks
+        ]
         if "decoder_outline" in case.hooks:  # a long decode: chunked_decode, not the modules it runs
             excluded += DECODER_OUTLINE_EXCLUDES
         if "outline" in case.hooks:  # a codes-only generation: the generate calls, not the modules they run

@@ -79,8 +79,13 @@ def build(settings: dict[str, Any], device: Any = None) -> Any:
     if settings.get("repetition_penalty") is not None:
         processors.append(lp.RepetitionPenaltyLogitsProcessor(penalty=settings["repetition_penalty"]))
     if settings.get("min_length") is not None:
-        processors.append(lp.MinLengthLogitsProcessor(
-            settings["min_length"], torch.as_tensor(settings["eos_token_id"]).to(torch.int64), device=device or "cpu"))
+        processors.append(
+            lp.MinLengthLogitsProcessor(
+                settings["min_length"],
+                torch.as_tensor(settings["eos_token_id"]).to(torch.int64),
+                device=device or "cpu",
+            )
+        )
     if settings.get("min_new_tokens") is not None:
         processors.append(lp.MinNewTokensLengthLogitsProcessor(
             prompt_length_to_skip=settings["prompt_length"], min_new_tokens=settings["min_new_tokens"],

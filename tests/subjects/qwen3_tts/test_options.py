@@ -199,7 +199,9 @@ def test_changing_the_option_changes_a_golden_output(option: Option, golden: Any
     assert not _differs(baseline, recorded), f"{option.case}: the unchanged re-run does not reproduce the golden"
     for changes in option.changes or ({},):
         changed = _run(models, case, changes, option.patch, watched)
-        assert _differs(changed, recorded), f"{option.name}: {changes or option.patch} changes no output of {option.case}"
+        assert _differs(changed, recorded), (
+            f"{option.name}: {changes or option.patch} changes no output of {option.case}"
+        )
 
 
 def test_the_options_page_lists_every_option_with_its_case() -> None:
