@@ -52,8 +52,10 @@ def _no_log_clamp(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _other_left_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    decoder = codec_decoder.Qwen3TTSTokenizerV2Decoder.chunked_decode
-    monkeypatch.setattr(decoder, "__defaults__", (300, 10))
+    method = codec_decoder.Qwen3TTSTokenizerV2Decoder.chunked_decode
+    method = getattr(method, "__wrapped__", method)  # below the tap's wrapper
+    assert method.__defaults__ == (300, 25)
+    monkeypatch.setattr(method, "__defaults__", (300, 10))
 
 
 # variant -> (case, blamed key)
@@ -80,7 +82,9 @@ def test_an_impl_with_the_option_wrong_fails_and_is_blamed_on_its_module(variant
     make, case, blamed = VARIANTS[variant]
     make(monkeypatch)
     code, summary = _check(case, tmp_path / "reports")
-    assert code == 1, summary.get("verdict")
+    # exit 1 (a divergence), or 2 when the variant then crashes (ignoring min_new_tokens ends the generation
+    # before any frame: the official code would crash on it too, the impl's decode does)
+    assert code in (1, 2) and summary["verdict"] in ("fail", "error"), summary.get("verdict")
     (result,) = summary["cases"]
     for mode in ("isolated", "chained"):
         blame = result["blame"][mode]
