@@ -332,6 +332,16 @@ CASES: tuple[CaseSpec, ...] = (
           "on the tiny checkpoint (a short text, 7 frames), so a port ignoring the speaker fails on codes.",
           "custom_voice", ("tts", "outline"), run_generate_options, mode="custom_voice", text=APART_TEXT,
           language="English", speaker="Vivian", frames=(8, 16), options={}),
+    _case("tts_dialect_apart", "generation",
+          "A dialect speaker (Dylan) with Chinese on a short text, 7 frames: the dialect's language id replaces "
+          "Chinese's, and the codes change with English (no override), another dialect (Eric) or a speaker "
+          "without one (Ryan).",
+          "custom_voice", ("tts", "outline"), run_generate_options, mode="custom_voice", text=APART_TEXT,
+          language="Chinese", speaker="Dylan", frames=(8, 16), options={}),
+    _case("tts_voice_clone_icl_apart", "generation",
+          "Voice clone in-context on a short text, 7 frames: the codes change with the reference text.",
+          "base", ("tts", "outline"), run_voice_clone, text=APART_TEXT, language="English", ref_text=REF_TEXT,
+          x_vector_only=False, non_streaming=False, frames=(8, 16), seed=402, ref_seconds=0.1),
 )  # fmt: skip
 
 CASES_BY_NAME = {case.name: case for case in CASES}

@@ -52,7 +52,7 @@ GEN = "Qwen3TTSForConditionalGeneration.generate"
 CHUNKED = "Qwen3TTSTokenizerV2Decoder.chunked_decode"
 PROCESSED = ("talker.logits_processor", "talker.code_predictor.logits_processor")
 # a reference waveform other than the recorded one: ("speech_like" | "edge_audio", seed, seconds)
-OTHER_REFERENCE = ("speech_like", 4999, 0.3)
+OTHER_REFERENCE = ("speech_like", 7, 1.0)
 
 OPTIONS: tuple[Option, ...] = (
     # -- what is said, by whom, how ---------------------------------------------------------------------------
@@ -64,18 +64,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("language", (CV, VD, VC), "None (Auto)", "tts_speakers_apart",
            "the language id in the codec prefill (none for Auto: a shorter prompt) changes the codes",
            changes=({"language": "Chinese"}, {"language": "Auto"})),
-    Option("dialect", (), "the speaker's spk_is_dialect", "tts_dialect",
+    Option("dialect", (), "the speaker's spk_is_dialect", "tts_dialect_apart",
            "a dialect speaker with Chinese (or Auto) replaces the language id by its dialect's (Beijing for Dylan, "
            "Sichuan for Eric); English keeps it",
-           changes=({"language": "English"}, {"speaker": "Eric"})),
+           changes=({"language": "English"}, {"speaker": "Eric"}, {"speaker": "Ryan"})),
     Option("instruct", (CV, VD), "None", "tts_voice_design", "the instruct text rows precede the prompt",
            changes=({"instruct": "A bright, fast, high-pitched voice."},)),
-    Option("non_streaming_mode", (CV, VD, VC), "True (custom voice, voice design), False (voice clone)",
+    Option("non_streaming_mode", (CV, VD, VC, GEN), "True (custom voice, voice design), False (voice clone)",
            "tts_custom_voice", "non-streaming puts the whole text in the prompt, streaming feeds it per frame",
            changes=({"non_streaming_mode": False},)),
     Option("ref_audio", (VC, PROMPT), "required for voice clone", "tts_voice_clone_xvector",
-           "the reference's x-vector replaces the speaker row", changes=({"ref_audio": OTHER_REFERENCE},)),
-    Option("ref_text", (VC, PROMPT), "None (required in ICL mode)", "tts_voice_clone_icl",
+           "the reference's x-vector replaces the speaker row (another 1 s reference changes frame 1)", changes=({"ref_audio": OTHER_REFERENCE},)),
+    Option("ref_text", (VC, PROMPT), "None (required in ICL mode)", "tts_voice_clone_icl_apart",
            "in-context mode prepends the reference text's tokens", changes=({"ref_text": "Another voice."},)),
     Option("x_vector_only_mode", (VC, PROMPT), "False", "tts_voice_clone_icl",
            "x-vector only drops the reference codes and text from the prompt",
