@@ -215,7 +215,14 @@ class OfficialCandidate(Candidate):
         codec_hooked = "codec" in self.spec.hooks or "codec_encoder" in self.spec.hooks
         roots = {k: v for k, v in self.roots.items() if k != "speech_tokenizer" or codec_hooked}
         io = CaseIO(str(case.provenance.get("size", "tiny")))
-        with self._precision(), torch.no_grad(), _tap(roots, sink, self.models.excluded(self.spec)):
+        from .impl_binding import replay_stream
+        from .sampling import replay_multinomial
+
+        names = case.input_names()  # a sampled case draws the golden's tokens (teacher forcing), as the impl does
+        flags = [bool(case.input(n)) if n in names else False for n in ("do_sample", "subtalker_dosample")]
+        tokens = replay_stream(case, *flags)
+        replay = replay_multinomial(tokens) if tokens is not None else contextlib.nullcontext()
+        with self._precision(), torch.no_grad(), _tap(roots, sink, self.models.excluded(self.spec)), replay:
             self.spec.run(self.models, io)
 
 
