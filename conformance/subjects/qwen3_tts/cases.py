@@ -161,7 +161,7 @@ def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text:
     wrapper = models.tts("base")
     ref_audio = io.input("ref_audio", (edge_audio if edges else speech_like)(seed, ref_seconds))
     if ref_text is not None:
-        io.input("ref_text", ref_text)
+        ref_text = io.input("ref_text", ref_text)  # a re-run answers the recorded (or a changed) reference text
     get, restore = _capture_generate(wrapper.model)
     try:
         wavs, _ = wrapper.generate_voice_clone(
