@@ -53,14 +53,30 @@ def test_every_official_argument_is_inventoried() -> None:
     assert not missing, f"official arguments missing from the option inventory: {missing}"
 
 
-def test_every_option_names_a_case_or_a_reason() -> None:
+def inventory_problems(cases: dict[str, Any]) -> list[str]:
+    """What is wrong with the inventory against these cases (name -> case)."""
+    problems = []
     for option in OPTIONS:
-        assert all(api in APIS for api in option.apis), option.name
+        if not all(api in APIS for api in option.apis):
+            problems.append(f"{option.name}: an API that APIS does not list")
         if option.case is None:
-            assert option.why, f"{option.name}: no case and no reason"
-            continue
-        assert option.case in qcases.CASES_BY_NAME, f"{option.name}: case {option.case!r} does not exist"
-        assert option.how and (option.changes or option.patch), f"{option.name}: no change makes it observable"
+            if not option.why:
+                problems.append(f"{option.name}: no case and no reason")
+        elif option.case not in cases:
+            problems.append(f"{option.name}: case {option.case!r} does not exist")
+        elif not (option.how and (option.changes or option.patch)):
+            problems.append(f"{option.name}: no change makes it observable")
+    return problems
+
+
+def test_every_option_names_a_case_or_a_reason() -> None:
+    assert not inventory_problems(qcases.CASES_BY_NAME)
+
+
+def test_removing_an_option_case_fails_the_inventory() -> None:
+    for removed in {option.case for option in OPTIONS if option.case}:
+        cases = {name: case for name, case in qcases.CASES_BY_NAME.items() if name != removed}
+        assert any(f"case {removed!r} does not exist" in problem for problem in inventory_problems(cases)), removed
 
 
 # -- re-running the official model with an option changed ----------------------------------------------------
