@@ -110,7 +110,7 @@ def mel_spectrogram(y: np.ndarray, n_fft: int, num_mels: int, sampling_rate: int
 
 def dynamic_range_compression(x: np.ndarray, clip_val: float = 1e-5) -> np.ndarray:
     """dynamic_range_compression_torch: log(clamp(x, min=1e-5)). The clamp decides digital silence: a zero
-    frame's mel is ~3e-8 (the magnitude's sqrt(1e-9) floor), clamped to 1e-5, log -11.5 (log(0) would be -inf)."""
+    frame's mel is ~1.2e-6 (from the magnitude's sqrt(1e-9) floor), clamped to 1e-5, log -11.5 (-13.6 unclamped)."""
     return np.log(np.maximum(x, np.asarray(clip_val, x.dtype)))
 
 

@@ -297,9 +297,9 @@ CASES: tuple[CaseSpec, ...] = (
           language="English", non_streaming=True, frames=(4, 8)),
     # -- option cases (issue 16, docs/options.md): each makes one option decide an output ------------------
     _case("speaker_encoder_edges", "speaker_encoder",
-          "Speaker embedding of audio at the edges: very low level, exact digital silence (every mel bin at the "
-          "log clamp, 1e-5 -> -11.5) and clipping at +-1, so the clamp, the magnitude epsilon and the reflect "
-          "padding decide the embedding (without the clamp log(0) makes it NaN).",
+          "Speaker embedding of audio at the edges: very low level, exact digital silence and clipping at +-1. "
+          "Half the log-mel values sit at the clamp (1e-5 -> -11.5; without it silence drops to -13.6, the "
+          "magnitude epsilon's floor, and without both to log(0)); the epsilon moves others by up to 0.04.",
           "base", ("tts",), run_speaker_encoder_edges, seconds=0.45, seed=302),
     _case("tts_sampling", "generation",
           "Sampling (do_sample) with temperature, top-k, top-p, a repetition penalty and the sub-talker's own "

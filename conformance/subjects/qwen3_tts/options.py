@@ -81,8 +81,8 @@ OPTIONS: tuple[Option, ...] = (
            "x-vector only drops the reference codes and text from the prompt",
            changes=({"x_vector_only_mode": True},)),
     Option("reference audio edges", (), "-", "speaker_encoder_edges",
-           "digital silence puts every mel bin at the log clamp (1e-5, log -11.5), low level near it, clipping at "
-           "+-1: the clamp decides the embedding (without it log(0) gives NaN)", patch="no_log_clamp"),
+           "digital silence and a very low level put half the log-mel values at the clamp (1e-5, log -11.5; "
+           "without it -13.6, the magnitude epsilon's floor), clipping at +-1", patch="no_log_clamp"),
     # -- generation config ----------------------------------------------------------------------------------
     Option("max_new_tokens", (MERGE, GEN), "generate_config.json (8192 published), else 2048", "tts_custom_voice",
            "the talker stops after max_new_tokens steps (one frame fewer: the last step's code is not decoded)",

@@ -29,8 +29,8 @@ def speech_like(seed: int, seconds: float, sample_rate: int = SAMPLE_RATE) -> np
 
 def edge_audio(seed: int, seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Speech-like audio with the edges real recordings have, in three equal parts: a very low level (peak
-    7.5e-5, about -82 dBFS, so most mel bins fall near the log clamp), exact digital silence (zeros: the
-    magnitude is sqrt(0 + 1e-9) and every mel bin is clamped at 1e-5, log -11.5), and clipping (the speech
+    7.5e-5, about -82 dBFS, so many mel bins fall below the log clamp), exact digital silence (zeros: the
+    magnitude is sqrt(0 + 1e-9), the mel ~1.2e-6, clamped at 1e-5, log -11.5), and clipping (the speech
     scaled 4x and clipped at exactly +-1). Float32, starting and ending inside a part (reflect padding)."""
     third = int(seconds * sample_rate) // 3
     speech = speech_like(seed, 2 * third / sample_rate, sample_rate)
