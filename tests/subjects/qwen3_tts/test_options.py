@@ -236,3 +236,35 @@ def test_the_options_page_lists_every_option_with_its_case() -> None:
         row = next((line for line in page.splitlines() if line.startswith(f"| `{option.name}` |")), None)
         assert row is not None, f"docs/options.md has no row for {option.name}"
         assert option.case is None or f"`{option.case}`" in row, f"docs/options.md: {option.name} without its case"
+
+
+# -- the shaping each case's description promises, on the committed goldens ----------------------------------
+
+
+def test_the_penalty_case_penalises_scores_of_both_signs(golden: Any) -> None:
+    """Among the tokens the repetition penalty acts on, raw scores of both signs (divided when positive,
+    multiplied when negative: a sign bug shows), and the processed scores differ from the raw ones there."""
+    case = golden.case("tts_repetition_penalty")
+    signs: set[bool] = set()
+    call = 0
+    while case.has_call("talker.logits_processor", call):
+        ids = np.asarray(case.tensor("talker.logits_processor", call, "args/0"))
+        raw = np.asarray(case.tensor("talker.logits_processor", call, "args/1"))
+        if ids.size:
+            penalised = raw[0, np.unique(ids[0])]
+            signs |= set((penalised > 0).tolist())
+        call += 1
+    assert signs == {True, False}
+
+
+def test_the_end_token_wins_before_and_after_min_new_tokens(golden: Any) -> None:
+    """tts_min_new_tokens: its end token is the raw argmax at step 0, masked there and at step 1, and chosen at
+    step 2, so the codes hold exactly two frames."""
+    case = golden.case("tts_min_new_tokens")
+    eos = int(np.asarray(case.input("eos_token_id")))
+    raw0 = np.asarray(case.tensor("talker.logits_processor", 0, "args/1"))
+    processed = [np.asarray(case.tensor("talker.logits_processor", c, "outputs/0")) for c in range(3)]
+    assert int(raw0.argmax()) == eos
+    assert np.isneginf(processed[0][0, eos]) and np.isneginf(processed[1][0, eos])
+    assert int(processed[2].argmax()) == eos
+    assert np.asarray(case.output("codes")).shape[0] == 2
