@@ -229,7 +229,9 @@ def generate(
     settings = processor_settings(prompt_ids=prompt_ids, min_new_tokens=min_new_tokens, eos=eos, do_sample=do_sample,
                                   temperature=temperature, top_k=top_k, top_p=top_p,
                                   repetition_penalty=repetition_penalty, suppress_tokens=suppress_tokens)  # fmt: skip
-    processor = getattr(model, "logits_processor", None) or LogitsProcessor()
+    # a model with a `logits_processor` module reports each step's processed scores; otherwise they are computed
+    # untapped (a module of no official path would be reported as the root)
+    processor = getattr(model, "logits_processor", None) or LogitsProcessor().forward
     hidden_states: list[Any] = []
     unfinished = np.ones(batch, dtype=bool)
     first = True
