@@ -90,7 +90,9 @@ class IsolatedOracle:
         return not self.skip(key) and self._target(key) is not None
 
     def snapshot(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return upcast(args, self.dtype), upcast(dict(kwargs), self.dtype)
+        # with the random generator's state at the call: a call that samples inside (a generation step) draws the
+        # same numbers in the twin, and the twin's draws never shift the recorded run's
+        return upcast(args, self.dtype), upcast(dict(kwargs), self.dtype), torch.random.get_rng_state()
 
     def _target(self, key: str) -> Callable[..., Any] | None:
         if key in self.functions:
@@ -117,9 +119,10 @@ class IsolatedOracle:
 
     def measure(self, key: str, snapshot: Any, outputs: Any) -> list[tuple[str, str, dict[str, float]]]:
         target = self._target(key)
-        args, kwargs = snapshot
+        args, kwargs, rng_state = snapshot
         try:
-            with torch.no_grad(), self.precision():
+            with torch.no_grad(), self.precision(), torch.random.fork_rng(devices=[]):
+                torch.random.set_rng_state(rng_state)
                 twin_outputs = target(*args, **kwargs)  # type: ignore[misc]
         except Exception as exc:  # the oracle must never break a recording; say why it is missing
             self.failures[key] = f"{type(exc).__name__}: {exc}"

@@ -30,6 +30,7 @@ import numpy as np
 
 from .attention import new_cache
 from .functional import softmax
+from .nn import Module
 
 # -- logits processors (each returns new scores, float32) --------------------------------------------------------
 
@@ -44,6 +45,15 @@ def apply_repetition_penalty(input_ids: np.ndarray, scores: np.ndarray, penalty:
     score = np.where(score < 0, score * penalty32, score / penalty32)
     out = scores.copy()
     out[rows, input_ids] = score
+    return out
+
+
+def apply_min_length(input_ids: np.ndarray, scores: np.ndarray, minimum: int, eos_token_ids: list[int]) -> np.ndarray:
+    """MinLengthLogitsProcessor: EOS impossible while the sequence is shorter than `minimum`."""
+    if input_ids.shape[-1] >= minimum:
+        return scores
+    out = scores.copy()
+    out[:, eos_token_ids] = -np.inf
     return out
 
 
@@ -87,8 +97,80 @@ def apply_top_p(scores: np.ndarray, top_p: float, min_tokens_to_keep: int = 1) -
     return np.where(remove, -np.inf, scores).astype(scores.dtype)
 
 
-def sample(scores: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-    """multinomial(softmax(scores)) by inverse CDF on one uniform draw per row."""
+def processor_settings(*, prompt_ids: int, min_new_tokens: int | None, eos: list[int], do_sample: bool,
+                       temperature: float | None, top_k: int | None, top_p: float | None,
+                       repetition_penalty: float | None, suppress_tokens: list[int] | None) -> dict[str, Any]:  # fmt: skip
+    """The processors transformers' `_get_logits_processor` builds for these settings, as `LogitsProcessor`
+    keywords (absent ones left out). `min_new_tokens` also sets min_length = min_new_tokens + prompt ids
+    (`_prepare_generated_length`), so EOS is masked by two processors."""
+    settings: dict[str, Any] = {}
+    if repetition_penalty is not None and repetition_penalty != 1.0:
+        settings["repetition_penalty"] = repetition_penalty
+    if min_new_tokens and eos:
+        settings["min_length"] = min_new_tokens + prompt_ids
+        settings["min_new_tokens"], settings["prompt_length"] = min_new_tokens, prompt_ids
+        settings["eos_token_id"] = np.asarray(eos, dtype=np.int64)
+    if suppress_tokens is not None:
+        settings["suppress_tokens"] = np.asarray(suppress_tokens, dtype=np.int64)
+    if do_sample:
+        if temperature is not None and temperature != 1.0:
+            settings["temperature"] = temperature
+        if top_k is not None and top_k != 0:
+            settings["top_k"] = top_k
+        if top_p is not None and top_p < 1.0:
+            settings["top_p"], settings["min_tokens_to_keep"] = top_p, 1
+    return settings
+
+
+class LogitsProcessor(Module):
+    """transformers' `LogitsProcessorList` of one generate call (`<model>.logits_processor`): the history
+    `input_ids` (B, T) and raw next-token scores (B, vocab) in, the scores sampled from (or argmaxed) out. Each
+    keyword configures one processor (None: absent), applied in transformers' order."""
+
+    def forward(self, input_ids: np.ndarray, scores: np.ndarray, *, repetition_penalty: float | None = None,
+                min_length: int | None = None, min_new_tokens: int | None = None, prompt_length: int | None = None,
+                eos_token_id: Any = None, suppress_tokens: Any = None, temperature: float | None = None,
+                top_k: int | None = None, top_p: float | None = None,
+                min_tokens_to_keep: int | None = None) -> np.ndarray:  # fmt: skip
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        eos = [int(t) for t in np.asarray(eos_token_id).reshape(-1)] if eos_token_id is not None else []
+        if repetition_penalty is not None:
+            scores = apply_repetition_penalty(input_ids, scores, repetition_penalty)
+        if min_length is not None:
+            scores = apply_min_length(input_ids, scores, int(min_length), eos)
+        if min_new_tokens is not None:
+            scores = apply_min_new_tokens(input_ids, scores, int(prompt_length or 0), int(min_new_tokens), eos)
+        if suppress_tokens is not None:
+            scores = apply_suppress_tokens(scores, [int(t) for t in np.asarray(suppress_tokens).reshape(-1)])
+        if temperature is not None:
+            scores = apply_temperature(scores, temperature)
+        if top_k is not None:
+            scores = apply_top_k(scores, int(top_k))
+        if top_p is not None:
+            scores = apply_top_p(scores, top_p, int(min_tokens_to_keep or 1))
+        return scores
+
+
+class ReplayTokens:
+    """Teacher forcing of sampling: hands out recorded tokens (B, steps) one step at a time instead of drawing
+    them, so a sampled golden generation is re-run on its own history (`generate(generator=...)`)."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        self.tokens = np.asarray(tokens, dtype=np.int64)  # (B, steps)
+        self.step = 0
+
+    def next(self, scores: np.ndarray) -> np.ndarray:
+        if self.step >= self.tokens.shape[1]:
+            raise IndexError("the replayed generation asks for more tokens than were recorded")
+        token = self.tokens[:, self.step]
+        self.step += 1
+        return token
+
+
+def sample(scores: np.ndarray, generator: np.random.Generator | ReplayTokens) -> np.ndarray:
+    """multinomial(softmax(scores)) by inverse CDF on one uniform draw per row (or the next replayed token)."""
+    if isinstance(generator, ReplayTokens):
+        return generator.next(scores)
     probs = softmax(scores.astype(np.float64), axis=-1)
     cdf = np.cumsum(probs, axis=-1)
     draws = generator.random(scores.shape[0]) * cdf[:, -1]
@@ -117,7 +199,7 @@ def generate(
     suppress_tokens: list[int] | None = None,
     output_hidden_states: bool | None = None,
     return_dict_in_generate: bool = False,
-    generator: np.random.Generator | None = None,
+    generator: np.random.Generator | ReplayTokens | None = None,
     num_layers: int = 0,
     **model_kwargs: Any,
 ) -> Any:
@@ -144,6 +226,12 @@ def generate(
     extra["use_cache"] = True
     if generator is not None:
         extra["generator"] = generator
+    settings = processor_settings(prompt_ids=prompt_ids, min_new_tokens=min_new_tokens, eos=eos, do_sample=do_sample,
+                                  temperature=temperature, top_k=top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty, suppress_tokens=suppress_tokens)  # fmt: skip
+    # a model with a `logits_processor` module reports each step's processed scores; otherwise they are computed
+    # untapped (a module of no official path would be reported as the root)
+    processor = getattr(model, "logits_processor", None) or LogitsProcessor().forward
     hidden_states: list[Any] = []
     unfinished = np.ones(batch, dtype=bool)
     first = True
@@ -172,22 +260,8 @@ def generate(
             hidden_states.append(outputs["hidden_states"])
 
         scores = outputs["logits"][:, -1, :].astype(np.float32)  # HF casts next-token logits to float32
-        if repetition_penalty is not None and repetition_penalty != 1.0:
-            scores = apply_repetition_penalty(input_ids, scores, repetition_penalty)
-        if min_new_tokens and eos:
-            scores = apply_min_new_tokens(input_ids, scores, prompt_ids, min_new_tokens, eos)
-        if suppress_tokens is not None:
-            scores = apply_suppress_tokens(scores, suppress_tokens)
-        if do_sample:
-            if temperature is not None and temperature != 1.0:
-                scores = apply_temperature(scores, temperature)
-            if top_k is not None and top_k != 0:
-                scores = apply_top_k(scores, top_k)
-            if top_p is not None and top_p < 1.0:
-                scores = apply_top_p(scores, top_p)
-            next_tokens = sample(scores, generator)
-        else:
-            next_tokens = np.argmax(scores, axis=-1).astype(np.int64)
+        scores = processor(input_ids, scores, **settings)
+        next_tokens = sample(scores, generator) if do_sample else np.argmax(scores, axis=-1).astype(np.int64)
         if eos:
             next_tokens = np.where(unfinished, next_tokens, pad_token_id)
         input_ids = np.concatenate([input_ids, next_tokens[:, None]], axis=-1)

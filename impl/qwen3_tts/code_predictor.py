@@ -97,6 +97,9 @@ class CodePredictorForConditionalGeneration(Module):
             self.small_to_mtp_projection: Module = Linear(talker_config.hidden_size, config.hidden_size, bias=True)
         else:
             self.small_to_mtp_projection = Identity()
+        # transformers builds a LogitsProcessorList per generate call; here a module at the path the recorder
+        # gives the official one (conformance sampling.py), so each step's processed scores are checked
+        self.logits_processor = generation.LogitsProcessor()
 
     def get_input_embeddings(self) -> list[Embedding]:
         return self.model.codec_embedding

@@ -16,6 +16,9 @@ from . import text as text_frontend
 from .tts import Qwen3TTSForConditionalGeneration
 
 SAMPLE_RATE = 24000
+# generation options a recorded case may carry as inputs (conformance's cases.GENERATION_OPTIONS)
+GENERATION_OPTIONS = ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty", "subtalker_dosample",
+                      "subtalker_top_k", "subtalker_top_p", "subtalker_temperature", "eos_token_id")  # fmt: skip
 HARD_DEFAULTS = {"do_sample": True, "top_k": 50, "top_p": 1.0, "temperature": 0.9, "repetition_penalty": 1.05,
                  "subtalker_dosample": True, "subtalker_top_k": 50, "subtalker_top_p": 1.0,
                  "subtalker_temperature": 0.9, "max_new_tokens": 2048}  # fmt: skip
@@ -206,13 +209,22 @@ class Qwen3TTSModel:
         return out, SAMPLE_RATE
 
 
-def run_case(tts_root: Qwen3TTSForConditionalGeneration, model_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """One golden case from its recorded inputs through the official API's path, greedy (as recorded).
+def run_case(tts_root: Qwen3TTSForConditionalGeneration, model_type: str, inputs: dict[str, Any],
+             generator: Any = None) -> dict[str, Any]:  # fmt: skip
+    """One golden case from its recorded inputs through the official API's path, greedy unless the case recorded
+    sampling options (then `generator` draws the tokens: a numpy Generator, or generation.ReplayTokens to feed
+    the golden's sampled tokens back).
     Returns {"codes": (frames, codebooks), "waveform": float32 samples, "sample_rate": 24000}."""
     api = Qwen3TTSModel(tts_root)
     greedy = {"do_sample": False, "subtalker_dosample": False}
     common = {"non_streaming_mode": bool(inputs["non_streaming_mode"]), "max_new_tokens": int(inputs["max_new_tokens"]),
               **greedy}  # fmt: skip
+    for name in GENERATION_OPTIONS:  # the options a case recorded (greedy and the config's values otherwise)
+        if name in inputs:
+            value = np.asarray(inputs[name]).item()
+            common[name] = value
+    if generator is not None:
+        common["generator"] = generator
     model_type = model_type or tts_root.tts_model_type
     if model_type == "custom_voice":
         wavs, sr = api.generate_custom_voice(text=inputs["text"], speaker=inputs["speaker"], language=inputs["language"],

@@ -105,7 +105,13 @@ def mel_spectrogram(y: np.ndarray, n_fft: int, num_mels: int, sampling_rate: int
         y = np.pad(y, [(0, 0)] * (y.ndim - 1) + [(n_fft // 2, n_fft // 2)], mode="reflect")
     spec = stft_magnitude(y, n_fft, hop_size, window)  # (B, n_fft / 2 + 1, frames)
     mel = mel_basis @ spec  # (num_mels, n_fft / 2 + 1) @ -> (B, num_mels, frames)
-    return np.log(np.maximum(mel, np.asarray(1e-5, dtype)))  # dynamic_range_compression
+    return dynamic_range_compression(mel)
+
+
+def dynamic_range_compression(x: np.ndarray, clip_val: float = 1e-5) -> np.ndarray:
+    """dynamic_range_compression_torch: log(clamp(x, min=1e-5)). The clamp decides digital silence: a zero
+    frame's mel is ~1.2e-6 (from the magnitude's sqrt(1e-9) floor), clamped to 1e-5, log -11.5 (-13.6 unclamped)."""
+    return np.log(np.maximum(x, np.asarray(clip_val, x.dtype)))
 
 
 # -- ECAPA-TDNN ----------------------------------------------------------------------------------------------------

@@ -134,6 +134,9 @@ class TalkerForConditionalGeneration(Module):
         self.codec_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.code_predictor = CodePredictorForConditionalGeneration(config.code_predictor_config, config)
         self.rope_deltas: np.ndarray | None = None
+        # transformers builds a LogitsProcessorList per generate call; here a module at the path the recorder
+        # gives the official one (conformance sampling.py), so each step's processed scores are checked
+        self.logits_processor = generation.LogitsProcessor()
 
     def get_input_embeddings(self) -> Embedding:
         return self.model.codec_embedding

@@ -283,7 +283,8 @@ class Qwen3TTSForConditionalGeneration(Module):
         talker_codes = np.stack(frames, axis=1) if frames else np.zeros((len(sequences), 0, group), dtype=np.int64)
         talker_hidden_states = np.concatenate([hid[0][-1][:, -1:] for hid in steps], axis=1)[:, :-1]
         is_stop = talker_codes[:, :, 0] == talker_config.codec_eos_token_id
-        lengths_out = np.where(is_stop.any(axis=1), np.argmax(is_stop, axis=1), talker_codes.shape[1])
+        first_stop = np.argmax(is_stop, axis=1) if is_stop.shape[1] else np.zeros(len(is_stop), dtype=np.int64)
+        lengths_out = np.where(is_stop.any(axis=1), first_stop, talker_codes.shape[1])
         codes_list = [talker_codes[i, :n] for i, n in enumerate(lengths_out)]
         hidden_list = [talker_hidden_states[i, :n] for i, n in enumerate(lengths_out)]
         return codes_list, hidden_list

@@ -19,6 +19,8 @@ from conformance.report.html import render_report
 from .conftest import BLAMED, PLANTED_CASES, _check
 from .page import Node, parse
 
+COMMITTED_CASES = 21  # the cases of the committed Qwen3-TTS golden (13, and 8 option cases: docs/options.md)
+
 pytestmark = [pytest.mark.official, pytest.mark.slow]
 
 MAX_BYTES = 15 * 1024 * 1024
@@ -71,7 +73,7 @@ def test_a_passing_run_reports_pass_with_its_counts_and_no_blame(full_reports: P
     assert header_counts(page) == expected_header_counts(summary["counts"])
     assert header_counts(page)["pass"] > 10000 and header_counts(page)["fail"] == 0
     rows = overview(page)
-    assert list(rows) == [c["case"] for c in summary["cases"]] and len(rows) == 13
+    assert list(rows) == [c["case"] for c in summary["cases"]] and len(rows) == COMMITTED_CASES
     for case in summary["cases"]:
         row = rows[case["case"]]
         assert row.attrs["data-verdict"] == "pass"
@@ -243,7 +245,7 @@ def test_the_report_of_every_committed_golden_case_stays_under_15_mb(full_report
     size = (full_reports / "index.html").stat().st_size
     assert size < MAX_BYTES, f"{size / 1e6:.1f} MB"
     page = parse(full_reports / "index.html")
-    assert len(page.find_all("details", cls="case")) == 13
-    assert len(page.find_all("img", cls="drift")) == 13
+    assert len(page.find_all("details", cls="case")) == COMMITTED_CASES
+    assert len(page.find_all("img", cls="drift")) == COMMITTED_CASES
     tree = json.loads(page.by_id("tree-data").raw_text)
     assert len(tree["rows"]) > 3000  # every module of every case and mode is in the tree, aggregated

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...capture.io import CaseIO
-from .signals import SAMPLE_RATE, speech_like
+from .signals import SAMPLE_RATE, edge_audio, speech_like
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,11 @@ class CaseSpec:
     family: str
     description: str
     model: str  # "codec" or a TTS model type
-    hooks: tuple[str, ...]  # roots to hook: "tts", "codec" (the whole codec) or "codec_encoder" (its encoder side)
+    hooks: tuple[str, ...]  # roots to hook: "tts", "codec" (the whole codec) or "codec_encoder" (its encoder side);
+    # "logits" ("subtalker_logits") also records every step's processed scores of the talker (the code predictor),
+    # talker[.code_predictor].logits_processor (sampling.py); "decoder_outline" records the codec decoder's
+    # chunked_decode only, not its forward per chunk and the layers inside; "outline" a generation's generate
+    # calls only (codes-only cases: what tells inputs apart is the codes)
     run: Callable[[Any, CaseIO], None]
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -153,11 +157,12 @@ def run_voice_design(models: Any, io: CaseIO, text: str, instruct: str, language
 
 
 def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text: str | None, x_vector_only: bool,
-                    non_streaming: bool, frames: tuple[int, int], seed: int, ref_seconds: float) -> None:  # fmt: skip
+                    non_streaming: bool, frames: tuple[int, int], seed: int, ref_seconds: float,
+                    edges: bool = False) -> None:  # fmt: skip
     wrapper = models.tts("base")
-    ref_audio = io.input("ref_audio", speech_like(seed, ref_seconds))
+    ref_audio = io.input("ref_audio", (edge_audio if edges else speech_like)(seed, ref_seconds))
     if ref_text is not None:
-        io.input("ref_text", ref_text)
+        ref_text = io.input("ref_text", ref_text)  # a re-run answers the recorded (or a changed) reference text
     get, restore = _capture_generate(wrapper.model)
     try:
         wavs, _ = wrapper.generate_voice_clone(
@@ -172,6 +177,60 @@ def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text:
     _generation_outputs(io, get(), wavs)
 
 
+# -- option cases (issue 16): each makes one option of the official API decide an output ---------------------
+
+# Generation options a case may pass to `generate_*` (recorded as inputs of the same name), besides the texts.
+GENERATION_OPTIONS = ("do_sample", "top_k", "top_p", "temperature", "repetition_penalty", "subtalker_dosample",
+                      "subtalker_top_k", "subtalker_top_p", "subtalker_temperature", "eos_token_id")  # fmt: skip
+
+
+def run_generate_options(models: Any, io: CaseIO, mode: str, text: str, language: str, frames: tuple[int, int],
+                         options: dict[str, Any], speaker: str | None = None, instruct: str | None = None,
+                         non_streaming: bool = True, seed: int = 0) -> None:  # fmt: skip
+    """A custom-voice or voice-design generation with explicit generation options (greedy unless they sample).
+    A sampled case seeds torch's generator first, so the recording is deterministic."""
+    import torch
+
+    wrapper = models.tts(mode)
+    kwargs: dict[str, Any] = {**GREEDY}
+    kwargs.update({name: io.input(name, value) for name, value in options.items()})
+    if kwargs.get("do_sample") or kwargs.get("subtalker_dosample"):
+        torch.manual_seed(io.input("seed", seed))
+    common = dict(text=io.input("text", text), language=io.input("language", language),
+                  non_streaming_mode=io.input("non_streaming_mode", non_streaming),
+                  max_new_tokens=io.input("max_new_tokens", _frames(io.size, *frames)), **kwargs)  # fmt: skip
+    get, restore = _capture_generate(wrapper.model)
+    try:
+        if mode == "custom_voice":
+            wavs, _ = wrapper.generate_custom_voice(speaker=io.input("speaker", speaker), **common)
+        else:
+            wavs, _ = wrapper.generate_voice_design(instruct=io.input("instruct", instruct), **common)
+    finally:
+        restore()
+    _generation_outputs(io, get(), wavs)
+
+
+def run_chunked_decode_defaults(models: Any, io: CaseIO, frames: int, seed: int) -> None:
+    """`chunked_decode(codes)` with neither chunk_size nor left_context_size: the defaults decide."""
+    import torch
+
+    codec = models.codec()
+    decoder = codec.model.decoder
+    groups = codec.model.config.decoder_config.num_quantizers
+    codes = io.input("codes", random_codes(seed, frames, groups))
+    io.input("chunked", True)
+    with torch.inference_mode():
+        wav = decoder.chunked_decode(torch.from_numpy(codes).transpose(1, 2))
+    io.output("waveform", wav.float().numpy())
+
+
+def run_speaker_encoder_edges(models: Any, io: CaseIO, seconds: float, seed: int) -> None:
+    model = models.tts("base").model
+    wav = io.input("waveform", edge_audio(seed, seconds))
+    embedding = model.extract_speaker_embedding(wav, SAMPLE_RATE)
+    io.output("speaker_embedding", embedding.float().cpu().numpy())
+
+
 # -- the case list ----------------------------------------------------------------------------------------------
 
 # Short texts keep the committed goldens small: the talker's logits (3072 per position) dominate them.
@@ -180,6 +239,7 @@ ZH_TEXT = "你好，世界。"
 DESIGN_TEXT = "The quick brown fox."
 CLONE_TEXT = "Match the reference."
 REF_TEXT = "Reference voice."
+APART_TEXT = "Hi."  # on the tiny checkpoints every speaker gives other codes within 8 frames (tests/.../test_options)
 
 
 def _case(name: str, family: str, description: str, model: str, hooks: tuple[str, ...],
@@ -236,6 +296,53 @@ CASES: tuple[CaseSpec, ...] = (
           "Text to waveform: tokenizer, prompt, talker, code predictor, then codec decode, all hooked.",
           "custom_voice", ("tts", "codec"), run_custom_voice, text="End to end.", speaker="Vivian",
           language="English", non_streaming=True, frames=(4, 8)),
+    # -- option cases (issue 16, docs/options.md): each makes one option decide an output ------------------
+    _case("speaker_encoder_edges", "speaker_encoder",
+          "Speaker embedding of audio at the edges: very low level, exact digital silence and clipping at +-1. "
+          "Half the log-mel values sit at the clamp (1e-5 -> -11.5; without it silence drops to -13.6, the "
+          "magnitude epsilon's floor, and without both to log(0)); the epsilon moves others by up to 0.04.",
+          "base", ("tts",), run_speaker_encoder_edges, seconds=0.45, seed=302),
+    _case("tts_sampling", "generation",
+          "Sampling (do_sample) with temperature, top-k, top-p, a repetition penalty and the sub-talker's own "
+          "sampling settings, torch seeded: every step's processed distribution (talker.logits_processor, "
+          "talker.code_predictor.logits_processor) is recorded and replayed on the golden history, so the "
+          "-inf masks of top-k/top-p/suppression and the scaled scores are judged without the random generator.",
+          "custom_voice", ("tts", "logits", "subtalker_logits"), run_generate_options, mode="custom_voice",
+          text=EN_TEXT, language="English", speaker="Ryan", frames=(5, 10), seed=1601,
+          options={"do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.8, "repetition_penalty": 1.3,
+                   "subtalker_dosample": True, "subtalker_temperature": 1.3, "subtalker_top_k": 8,
+                   "subtalker_top_p": 0.9}),
+    _case("tts_repetition_penalty", "generation",
+          "Greedy, Chinese, 7 frames with repetition_penalty 2.0: without the penalty (or at the default 1.05) the "
+          "tiny talker repeats one code from frame 4 on, with it frames 5 and 6 change; the processed scores show "
+          "the penalty on penalised tokens of both signs (divided when positive, multiplied when negative).",
+          "custom_voice", ("tts", "logits"), run_generate_options, mode="custom_voice", text=ZH_TEXT,
+          language="Chinese", speaker="Ryan", frames=(8, 16), options={"repetition_penalty": 2.0}),
+    _case("tts_min_new_tokens", "generation",
+          "The end token decides: eos_token_id is set to 1321, the code the tiny talker greedily prefers at the "
+          "first step, so min_new_tokens (2, hard-coded in the official generate) masks it at steps 0 and 1 and "
+          "it wins at step 2, ending the generation after two frames (ignoring min_new_tokens gives none).",
+          "custom_voice", ("tts", "logits"), run_generate_options, mode="custom_voice", text=EN_TEXT,
+          language="English", speaker="Ryan", frames=(12, 12), options={"eos_token_id": 1321}),
+    _case("codec_chunked_decode_defaults", "codec_decode",
+          "chunked_decode with its default chunk_size (300) and left_context_size (25): 301 frames, so the "
+          "second chunk is one frame decoded after 25 frames of default left context.",
+          "codec", ("codec", "decoder_outline"), run_chunked_decode_defaults, frames=301, seed=104),
+    _case("tts_speakers_apart", "generation",
+          "Custom voice whose codes change with each speaker (Ryan, Vivian, Dylan, Eric) and with the language "
+          "on the tiny checkpoint (a short text, 7 frames), so a port ignoring the speaker fails on codes.",
+          "custom_voice", ("tts", "outline"), run_generate_options, mode="custom_voice", text=APART_TEXT,
+          language="English", speaker="Vivian", frames=(8, 16), options={}),
+    _case("tts_dialect_apart", "generation",
+          "A dialect speaker (Dylan) with Chinese on a short text, 7 frames: the dialect's language id replaces "
+          "Chinese's, and the codes change with English (no override), another dialect (Eric) or a speaker "
+          "without one (Ryan).",
+          "custom_voice", ("tts", "outline"), run_generate_options, mode="custom_voice", text=APART_TEXT,
+          language="Chinese", speaker="Dylan", frames=(8, 16), options={}),
+    _case("tts_voice_clone_icl_apart", "generation",
+          "Voice clone in-context on a short text, 7 frames: the codes change with the reference text.",
+          "base", ("tts", "outline"), run_voice_clone, text=APART_TEXT, language="English", ref_text=REF_TEXT,
+          x_vector_only=False, non_streaming=False, frames=(8, 16), seed=402, ref_seconds=0.1),
 )  # fmt: skip
 
 CASES_BY_NAME = {case.name: case for case in CASES}

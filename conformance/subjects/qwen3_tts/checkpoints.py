@@ -444,6 +444,9 @@ def load_tts(checkpoint: str | Path, dtype: Any, attn_implementation: str = "eag
         codec = load_codec(folder / "speech_tokenizer", dtype, attn_implementation)
     wrapper.model.load_speech_tokenizer(codec)
     wrapper.model.eval()
+    from .sampling import install
+
+    install(wrapper.model)  # the processed logits of every step as hookable modules (sampling.py)
     return wrapper
 
 

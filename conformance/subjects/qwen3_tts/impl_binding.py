@@ -23,6 +23,7 @@ from ...store.reader import Case, GoldenStore
 from ...store.schema import CallRecord
 
 CODEC_PREFIX = "speech_tokenizer"
+PREDICTOR_GENERATE = "talker.code_predictor:generate"
 IMPL_PACKAGE = "impl.qwen3_tts"
 _NP_DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
 
@@ -119,6 +120,11 @@ class ImplCandidate(Candidate):
         if target is None:
             raise NotCovered(call.key)
         check_call(target, args, kwargs)
+        tokens = sampled_tokens(case, call, kwargs)
+        if tokens is not None and "generator" not in kwargs:
+            from impl.common.generation import ReplayTokens
+
+            kwargs = {**kwargs, "generator": ReplayTokens(tokens)}
         return target(*args, **kwargs)
 
     # -- chained --------------------------------------------------------------------------------------
@@ -140,9 +146,10 @@ def _run_codec_decode(candidate: ImplCandidate, case: Case) -> None:
 
     tokenizer = candidate.roots[CODEC_PREFIX]
     codes = case.input("codes")
-    if "chunk_size" in case.input_names():
-        tokenizer.decoder.chunked_decode(np.swapaxes(codes, 1, 2), chunk_size=int(case.input("chunk_size")),
-                                         left_context_size=int(case.input("left_context_size")))  # fmt: skip
+    names = case.input_names()
+    if "chunk_size" in names or "chunked" in names:  # sizes the case did not pass are the method's defaults
+        sizes = {name: int(case.input(name)) for name in ("chunk_size", "left_context_size") if name in names}
+        tokenizer.decoder.chunked_decode(np.swapaxes(codes, 1, 2), **sizes)
     else:
         codec.decode_codes(tokenizer, codes[0])
 
@@ -161,7 +168,48 @@ def _run_generation(candidate: ImplCandidate, case: Case) -> None:
     from impl.qwen3_tts import pipeline
 
     inputs = {name: case.input(name) for name in case.input_names()}
-    pipeline.run_case(candidate.roots[""], case.provenance.get("model", ""), inputs)
+    from impl.common.generation import ReplayTokens
+
+    tokens = replay_stream(case, bool(np.asarray(inputs.get("do_sample", False))),
+                           bool(np.asarray(inputs.get("subtalker_dosample", False))))  # fmt: skip
+    pipeline.run_case(candidate.roots[""], case.provenance.get("model", ""), inputs,
+                      None if tokens is None else ReplayTokens(tokens))  # fmt: skip
+
+
+def sampled_tokens(case: Case, call: CallRecord, kwargs: dict[str, Any]) -> np.ndarray | None:
+    """The golden tokens an isolated replay of a sampling call must draw (teacher forcing of the random
+    generator): a `generate` that samples replays its own tokens (the root's and the talker's: the whole
+    stream), a talker step (its forward runs the code predictor's generate of the frame before) that
+    predictor's tokens. None for a call that does not sample."""
+    talker, predictor = bool(kwargs.get("do_sample")), bool(kwargs.get("subtalker_dosample"))
+    if call.key == PREDICTOR_GENERATE:
+        return replay_stream(case, talker, False, call.call) if talker else None
+    if call.key.endswith(":generate"):
+        return replay_stream(case, talker, predictor)
+    if call.key == "talker" and call.call > 0 and predictor:
+        return replay_stream(case, False, True, call.call - 1)
+    return None
+
+
+def replay_stream(case: Case, talker: bool, predictor: bool, predictor_call: int | None = None) -> np.ndarray | None:
+    """For a sampled generation, the golden's sampled tokens (B, draws) in the order the official generate drew
+    them: the talker's token of step 0, then per frame the code predictor's tokens and the talker's next token
+    (each only when that generate samples); with `predictor_call`, the tokens of that one code predictor
+    generate. None when nothing samples."""
+    if not (talker or predictor):
+        return None
+    if predictor_call is not None:
+        return np.asarray(case.tensor(PREDICTOR_GENERATE, predictor_call, "outputs/sequences"))
+    sequences = case.tensor("talker:generate", 0, "outputs/sequences")  # (B, steps)
+    predicted = [case.tensor(PREDICTOR_GENERATE, call, "outputs/sequences")
+                 for call in range(sequences.shape[1]) if case.has_call(PREDICTOR_GENERATE, call)]  # fmt: skip
+    stream = [sequences[:, :1]] if talker else []
+    for frame, codes in enumerate(predicted):  # codes (B, G - 1) of frame `frame`
+        if predictor:
+            stream.append(codes)
+        if talker and frame + 1 < sequences.shape[1]:
+            stream.append(sequences[:, frame + 1 : frame + 2])
+    return np.concatenate(stream, axis=1)
 
 
 RUNNERS: dict[str, Callable[[ImplCandidate, Case], None]] = {

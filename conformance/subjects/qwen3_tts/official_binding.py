@@ -192,7 +192,12 @@ class OfficialCandidate(Candidate):
         torch_args = [a if f"args/{i}" in keep else _to_torch(a, dtype) for i, a in enumerate(args)]
         torch_kwargs = {k: v if f"kwargs/{k}" in keep else _to_torch(v, dtype, name=k) for k, v in kwargs.items()}
         check_call(target, torch_args, torch_kwargs)
-        with torch.no_grad(), self._precision():
+        from .impl_binding import sampled_tokens
+        from .sampling import replay_multinomial
+
+        tokens = sampled_tokens(case, call, kwargs)  # a sampling call draws the golden's tokens (teacher forcing)
+        replay = replay_multinomial(tokens) if tokens is not None else contextlib.nullcontext()
+        with torch.no_grad(), self._precision(), replay:
             outputs = target(*torch_args, **torch_kwargs)
         return to_numpy_tree(outputs)
 
@@ -210,7 +215,14 @@ class OfficialCandidate(Candidate):
         codec_hooked = "codec" in self.spec.hooks or "codec_encoder" in self.spec.hooks
         roots = {k: v for k, v in self.roots.items() if k != "speech_tokenizer" or codec_hooked}
         io = CaseIO(str(case.provenance.get("size", "tiny")))
-        with self._precision(), torch.no_grad(), _tap(roots, sink, self.models.excluded(self.spec)):
+        from .impl_binding import replay_stream
+        from .sampling import replay_multinomial
+
+        names = case.input_names()  # a sampled case draws the golden's tokens (teacher forcing), as the impl does
+        flags = [bool(case.input(n)) if n in names else False for n in ("do_sample", "subtalker_dosample")]
+        tokens = replay_stream(case, *flags)
+        replay = replay_multinomial(tokens) if tokens is not None else contextlib.nullcontext()
+        with self._precision(), torch.no_grad(), _tap(roots, sink, self.models.excluded(self.spec)), replay:
             self.spec.run(self.models, io)
 
 

@@ -63,6 +63,15 @@ CODEC_ENCODER_ONLY_EXCLUDES = (CODEC_PREFIX, f"{CODEC_PREFIX}:decode", f"{CODEC_
                                f"{CODEC_PREFIX}.decoder.*", f"{CODEC_PREFIX}.decoder:*",
                                f"{CODEC_PREFIX}.encoder.encoder.*")  # fmt: skip
 
+# The processed next-token scores of every generation step (sampling.py), hooked only in cases listing "logits".
+PROCESSED_LOGITS = ("talker.logits_processor", "talker.code_predictor.logits_processor")
+# A case listing "decoder_outline" records the codec decoder's chunked_decode but not the modules it runs: 300
+# frames of every layer's activations would be 80 MB.
+DECODER_OUTLINE_EXCLUDES = (CODEC_PREFIX, f"{CODEC_PREFIX}.decoder", f"{CODEC_PREFIX}.decoder.*")
+# A case listing "outline" records the root's and the talker's generate calls only (its codes).
+GENERATION_OUTLINE_EXCLUDES = ("(root)", "talker", "talker.*", "speaker_encoder", "speaker_encoder.*",
+                               ":extract_speaker_embedding", ":generate_icl_prompt", ":mel_spectrogram")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class CheckpointSource:
@@ -165,10 +174,19 @@ class OfficialModels:
     @staticmethod
     def excluded(case: CaseSpec) -> list[str]:
         """Module keys of the hooked roots left unhooked: with "codec_encoder", the codec's decoder side (the
-        waveform's decode is large and checked by the codec cases; only the encoder feeds the talker)."""
+        waveform's decode is large and checked by the codec cases; only the encoder feeds the talker); without
+        "logits", the processed scores of every step (sampling.py: as large as the logits, recorded only by the
+        option cases that list "logits")."""
+        excluded = [
+            key for flag, key in zip(("logits", "subtalker_logits"), PROCESSED_LOGITS) if flag not in case.hooks
+        ]
+        if "decoder_outline" in case.hooks:  # a long decode: chunked_decode, not the modules it runs
+            excluded += DECODER_OUTLINE_EXCLUDES
+        if "outline" in case.hooks:  # a codes-only generation: the generate calls, not the modules they run
+            excluded += GENERATION_OUTLINE_EXCLUDES
         if "codec_encoder" in case.hooks and "codec" not in case.hooks:
-            return list(CODEC_ENCODER_ONLY_EXCLUDES)
-        return []
+            excluded += CODEC_ENCODER_ONLY_EXCLUDES
+        return excluded
 
     def folders(self, case: CaseSpec) -> dict[str, Path]:
         if case.model == "codec":

@@ -25,3 +25,16 @@ def speech_like(seed: int, seconds: float, sample_rate: int = SAMPLE_RATE) -> np
     wave = voice * envelope + 0.01 * rng.standard_normal(t.size)
     wave = 0.75 * wave / np.max(np.abs(wave))
     return wave.astype(np.float32)
+
+
+def edge_audio(seed: int, seconds: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Speech-like audio with the edges real recordings have, in three equal parts: a very low level (peak
+    7.5e-5, about -82 dBFS, so many mel bins fall below the log clamp), exact digital silence (zeros: the
+    magnitude is sqrt(0 + 1e-9), the mel ~1.2e-6, clamped at 1e-5, log -11.5), and clipping (the speech
+    scaled 4x and clipped at exactly +-1). Float32, starting and ending inside a part (reflect padding)."""
+    third = int(seconds * sample_rate) // 3
+    speech = speech_like(seed, 2 * third / sample_rate, sample_rate)
+    quiet = speech[:third] * np.float32(1e-4)
+    silence = np.zeros(third, dtype=np.float32)
+    clipped = np.clip(speech[third : 2 * third] * np.float32(4.0), -1.0, 1.0)
+    return np.concatenate([quiet, silence, clipped]).astype(np.float32)

@@ -64,7 +64,8 @@ def test_inspect_lists_every_case(goldens_dir: Path, dtype: str) -> None:
                          capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
     summary = json.loads(out)
     assert [c["case"] for c in summary["cases"]] == [case.name for case in CASES]
-    assert all(c["dtype"] == dtype and c["calls"] > 50 for c in summary["cases"])
+    outline = {case.name for case in CASES if {"outline", "decoder_outline"} & set(case.hooks)}  # top calls only
+    assert all(c["dtype"] == dtype and (c["calls"] > 50 or c["case"] in outline) for c in summary["cases"])
     families = {c["family"] for c in summary["cases"]}
     assert families == {"codec_decode", "codec_encode", "speaker_encoder", "generation", "end_to_end"}
 
