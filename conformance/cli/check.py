@@ -56,6 +56,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--allow-partial", action="store_true",
                    help="modules the candidate lacks (or cannot call with the golden's arguments: interface "
                         "mismatch) do not fail the run (verdict partial, exit 0)")  # fmt: skip
+    p.add_argument("--black-box", action="store_true",
+                   help="judge only the case's final outputs a dump gives (outputs/codes, outputs/waveform, "
+                        "outputs/sample_rate), ignoring its module tensors; automatic when a dump gives nothing else")  # fmt: skip
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each case N times end to end (N >= 2, needs the chained mode) and compare runs 2..N bit "
                         "for bit with run 1: every tensor that differs between runs fails (mode 'repeat') and the "
@@ -80,7 +83,7 @@ def cmd_check(args: argparse.Namespace, argv: Sequence[str]) -> int:
     console = Console(stderr=True, quiet=args.quiet)
     policy = load_policy(find_policy(args.policy))
     modes = None if args.mode is None else (MODES if args.mode == "both" else (args.mode,))
-    factory = CandidateSpec(args.candidate, checkpoint=args.checkpoint, mapping=args.map)
+    factory = CandidateSpec(args.candidate, checkpoint=args.checkpoint, mapping=args.map, black_box=args.black_box)
     with _progress(console, args.quiet or args.jobs > 1) as progress:
         run = check_goldens(args.goldens, factory, policy, modes=modes, cases=args.cases, modules=args.modules,
                             reference64=args.reference64, allow_partial=args.allow_partial, repeat=args.repeat,

@@ -41,6 +41,7 @@ from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import REFERENCE64_ATTR, LeafRecord, checksum
 from ..store.writer import summarize
 from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
+from .outputs import BLACK_BOX_NOTE, OUTPUTS, run_outputs
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -1035,9 +1036,22 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             reason = options.reference_note or "no float64 reference recording of this golden was found"
             result.notes.append(fallback_note(reason, case_policy, case))
         stage = "prepare"
+        semantics = subject.semantics(case) if subject is not None else {}
+        unsupported = candidate.not_applicable(case, semantics)
+        if unsupported is not None:
+            result.not_applicable = unsupported
+            result.modes = []
+            result.notes.append(f"not applicable: {unsupported}")
+            run.cases.append(result)
+            continue
         try:
             candidate.prepare(store, case)
-            if "isolated" in options.modes:
+            black_box = candidate.black_box(case)
+            if black_box:
+                result.modes = [OUTPUTS]
+                result.notes.append(BLACK_BOX_NOTE)
+                result.notes[:] = [n for n in result.notes if not n.startswith(CALIBRATION_FALLBACK)]
+            if "isolated" in options.modes and not black_box:
                 stage = "isolated"
                 t = time.time()
                 run_isolated(case, candidate, Judge(case_policy, case, reference, "isolated"), options, result, keeper,
@@ -1045,7 +1059,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 result.seconds["isolated"] = round(time.time() - t, 3)
                 result.blame["isolated"] = blame(result, "isolated")
                 candidate.review(case, result, "isolated")
-            if "chained" in options.modes:
+            if "chained" in options.modes and not black_box:
                 stage = "chained"
                 t = time.time()
                 keep = set(options.keep) | kept_keys(subject, case)
@@ -1064,6 +1078,15 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                     run_repeats(case, candidate, run1, options, result)
                     result.seconds[REPEAT] = round(time.time() - t, 3)
                     result.blame[REPEAT] = repeat_blame(case, result)
+            given = candidate.case_outputs(case)
+            if given is not None:
+                stage = OUTPUTS
+                t = time.time()
+                if OUTPUTS not in result.modes:
+                    result.modes.append(OUTPUTS)
+                run_outputs(case, given, case_policy, reference, subject, result)
+                result.seconds[OUTPUTS] = round(time.time() - t, 3)
+                candidate.review(case, result, OUTPUTS)
         except (ConformanceError, CheckerError, KeyboardInterrupt):
             raise  # bad input (exit 2 with its one line) or a bug of the checker: never a verdict on the candidate
         except Exception as exc:  # the candidate crashed: an error verdict for this case, the other cases still run
@@ -1077,6 +1100,20 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         result.growth = growth(result)
         run.cases.append(result)
     run.notes.extend(calibration_notes(run.cases))
+    boxed = [c.case for c in run.cases if c.modes == [OUTPUTS]]
+    if boxed:
+        scope = "every case" if len(boxed) == len(run.cases) else f"{len(boxed)} case(s): {', '.join(boxed)}"
+        run.notes.append(f"{BLACK_BOX_NOTE} ({scope})")
+        if OUTPUTS not in run.modes:
+            run.modes.append(OUTPUTS)
+    elif any(OUTPUTS in c.modes for c in run.cases) and OUTPUTS not in run.modes:
+        run.modes.append(OUTPUTS)
+    applicable = [c for c in run.cases if c.not_applicable]
+    if applicable:
+        run.notes.append(
+            f"{len(applicable)} case(s) not applicable to the candidate (its port profile): "
+            + "; ".join(f"{c.case}: {c.not_applicable}" for c in applicable)
+        )
     run.candidate = candidate.description  # after loading: a candidate may only then know what it is
     try:
         run.candidate_provenance = candidate.provenance()
