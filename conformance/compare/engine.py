@@ -41,7 +41,7 @@ from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import REFERENCE64_ATTR, LeafRecord, checksum
 from ..store.writer import summarize
 from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
-from .outputs import BLACK_BOX_NOTE, OUTPUTS, run_outputs
+from .outputs import BLACK_BOX_NOTE, OUTPUTS, length_difference, prefix, run_outputs, sequence_axis
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -134,11 +134,13 @@ class FailingKeeper:
 class Judge:
     """Turns (golden leaf, candidate value) into a TensorResult under a policy."""
 
-    def __init__(self, policy: Policy, case: Case, reference: Case | None, mode: str) -> None:
+    def __init__(self, policy: Policy, case: Case, reference: Case | None, mode: str,
+                 axes: list[Any] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.case = case
         self.reference = reference
         self.mode = mode
+        self.axes = axes or []  # the subject's sequence axes (SequenceAxis): another length there is a divergence
         self._noise_cache: dict[tuple[str, int, str], dict[str, float] | None] = {}
         self._carried: Any = None
 
@@ -276,6 +278,9 @@ class Judge:
             # golden holds float32, [1, L] where it holds [3, 1, L]): what the module computes with is its value.
             return self._judge_input_by_value(result, leaf, candidate)
         if tuple(candidate.shape) != tuple(leaf.shape):
+            along = sequence_axis(self.axes, result.name)
+            if along is not None and leaf.tier == "full" and length_difference(leaf.shape, candidate.shape, along.axis):
+                return self._judge_prefix(result, leaf, candidate, along.axis)
             result.status = FAIL
             result.message = f"shape mismatch: candidate {list(candidate.shape)} vs golden {list(leaf.shape)}"
             return self._apply_xfail(result, None)
@@ -290,6 +295,32 @@ class Judge:
         if not golden_float:
             return self._judge_exact(result, self.case.tensor(leaf), candidate)
         return self._judge_float(result, leaf, lambda atol, rtol: self._metrics(leaf, candidate, atol, rtol))
+
+    def _judge_prefix(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray, axis: int) -> TensorResult:
+        """A tensor of another length along a sequence axis (another number of generated or encoded frames): a
+        divergence, with both lengths and the verdict on the common prefix in its message."""
+        golden = self.case.tensor(leaf)
+        g_len, c_len = golden.shape[axis], candidate.shape[axis]
+        common = min(g_len, c_len)
+        g, c = prefix(golden, axis, common), prefix(candidate, axis, common)
+        if golden.dtype.kind == "f" and candidate.dtype.kind in "fc":
+            resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, self.noise(leaf))
+            metrics = compare_arrays(g, c.astype(g.dtype), dtype=leaf.dtype, atol=resolved.thresholds.get("atol", 0.0),
+                                     rtol=resolved.thresholds.get("rtol", 0.0))  # fmt: skip
+            thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
+                                         "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
+            verdict, _, why, _ = _verdict(metrics, thresholds)
+            result.metrics, result.thresholds, result.source = metrics.as_dict(), thresholds, resolved.source
+        else:
+            differ = int(np.count_nonzero(g != c))
+            verdict, why = (FAIL, f"{differ} of {g.size} values differ") if differ else (PASS, "")
+            result.metrics, result.source = {"mismatch": differ}, "exact (discrete)"
+        result.metrics = {**(result.metrics or {}), "candidate_length": c_len, "golden_length": g_len,
+                          "common_prefix": common}  # fmt: skip
+        result.status = FAIL
+        result.message = (f"length {c_len} where the golden has {g_len} along sequence axis {axis}: the common prefix "
+                          f"of {common} " + (f"also differs: {why}" if verdict == FAIL else "conforms"))  # fmt: skip
+        return self._apply_xfail(result, None)
 
     def _judge_input_by_value(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """An input whose shape or number kind differs from the golden's, compared by value: shapes equal after
@@ -1037,6 +1068,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             result.notes.append(fallback_note(reason, case_policy, case))
         stage = "prepare"
         semantics = subject.semantics(case) if subject is not None else {}
+        axes = subject.sequence_axes(case) if subject is not None else []
         unsupported = candidate.not_applicable(case, semantics)
         if unsupported is not None:
             result.not_applicable = unsupported
@@ -1054,7 +1086,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             if "isolated" in options.modes and not black_box:
                 stage = "isolated"
                 t = time.time()
-                run_isolated(case, candidate, Judge(case_policy, case, reference, "isolated"), options, result, keeper,
+                run_isolated(case, candidate, Judge(case_policy, case, reference, "isolated", axes), options, result, keeper,
                              subject)  # fmt: skip
                 result.seconds["isolated"] = round(time.time() - t, 3)
                 result.blame["isolated"] = blame(result, "isolated")
@@ -1065,7 +1097,7 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 keep = set(options.keep) | kept_keys(subject, case)
                 chained_options = CheckOptions(**{**options.__dict__, "keep": keep})
                 run1 = Fingerprints() if options.repeat > 1 else None
-                kept = run_chained(case, candidate, Judge(case_policy, case, reference, "chained"), chained_options,
+                kept = run_chained(case, candidate, Judge(case_policy, case, reference, "chained", axes), chained_options,
                                    result, keeper, run1)  # fmt: skip
                 free_running(case, kept, case_policy, result, subject)
                 result.seconds["chained"] = round(time.time() - t, 3)

@@ -48,7 +48,7 @@ def sequence_axis(axes: list[Any], name: str) -> Any:
     return None
 
 
-def _length_difference(golden: tuple[int, ...], candidate: tuple[int, ...], axis: int) -> bool:
+def length_difference(golden: tuple[int, ...], candidate: tuple[int, ...], axis: int) -> bool:
     """Whether two shapes differ along `axis` only."""
     if len(golden) != len(candidate) or not golden:
         return False
@@ -58,7 +58,7 @@ def _length_difference(golden: tuple[int, ...], candidate: tuple[int, ...], axis
     )
 
 
-def _prefix(array: np.ndarray, axis: int, length: int) -> np.ndarray:
+def prefix(array: np.ndarray, axis: int, length: int) -> np.ndarray:
     index = [slice(None)] * array.ndim
     index[axis] = slice(0, length)
     return array[tuple(index)]
@@ -104,7 +104,7 @@ def run_outputs(case: Case, outputs: dict[str, Any], policy: Policy, reference: 
         seq = sequence_axis(axes, role)
         length_note = ""
         if candidate.shape != golden.shape:
-            if seq is None or not _length_difference(golden.shape, candidate.shape, seq.axis):
+            if seq is None or not length_difference(golden.shape, candidate.shape, seq.axis):
                 tensor.status = FAIL
                 tensor.message = f"shape mismatch: candidate {list(candidate.shape)} vs golden {list(golden.shape)}"
                 continue
@@ -115,7 +115,7 @@ def run_outputs(case: Case, outputs: dict[str, Any], policy: Policy, reference: 
             length_note = (f"length {c_len} where the golden has {g_len} along sequence axis {seq.axis} "
                            f"({steps:+g} {unit}); compared on the common prefix of {common}")  # fmt: skip
             convention = extra is not None and steps == extra[0]
-            golden, candidate = _prefix(golden, seq.axis, common), _prefix(candidate, seq.axis, common)
+            golden, candidate = prefix(golden, seq.axis, common), prefix(candidate, seq.axis, common)
             tensor.metrics = {"candidate_length": c_len, "golden_length": g_len, "common_prefix": common}
             if not convention:
                 tensor.status = FAIL
@@ -128,18 +128,21 @@ def run_outputs(case: Case, outputs: dict[str, Any], policy: Policy, reference: 
             tensor.source = "exact (discrete)"
             tensor.thresholds = {"exact": 0.0}
             tensor.metrics = {**(tensor.metrics or {}), "mismatch": differ, "numel": int(golden.size)}
+            message = ""
             if differ:
                 first = tuple(int(i) for i in np.argwhere(golden != candidate)[0])
                 message = f"{differ} of {golden.size} values differ, first at {first}"
-                tensor.status = FAIL
-                tensor.message = f"{tensor.message}; {message}" if tensor.message else message
+            if tensor.status == FAIL:  # a length divergence: the prefix's verdict is reported with it
+                tensor.message += "; the common prefix " + (f"also differs: {message}" if message else "conforms")
+            elif message:
+                tensor.status, tensor.message = FAIL, message
             continue
         noise, twin = None, None
         if reference is not None and name in reference.output_names():
             twin = np.asarray(reference.output(name))
             if twin.shape == case.output(name).shape:
                 if seq is not None and length_note:
-                    twin = _prefix(twin, seq.axis, golden.shape[seq.axis])
+                    twin = prefix(twin, seq.axis, golden.shape[seq.axis])
                 noise = noise_metrics(twin.astype(np.float64), golden, golden.dtype.name)
         resolved = policy.resolve(CASE_KEY, role, golden.dtype.name, "chained", noise)
         metrics = compare_arrays(golden, candidate.astype(golden.dtype, copy=False), dtype=golden.dtype.name,
@@ -199,7 +202,7 @@ def run_outputs(case: Case, outputs: dict[str, Any], policy: Policy, reference: 
         tensor.margin = margin
         tensor.min_tolerance = minimum
         if tensor.status == FAIL:  # a length divergence: the prefix's verdict is reported with it
-            prefix = "the common prefix " + ("also fails: " + message if message else "conforms")
-            tensor.message = f"{tensor.message}; {prefix}"
+            said = "the common prefix " + ("also fails: " + message if message else "conforms")
+            tensor.message = f"{tensor.message}; {said}"
         else:
             tensor.status, tensor.message = status, message

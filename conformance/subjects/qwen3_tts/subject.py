@@ -36,6 +36,12 @@ TOKEN_LOGITS = ("talker.codec_head", "talker.code_predictor.lm_head.*")
 MODEL_LOGITS = {("talker", "outputs/logits"): "talker", ("talker.code_predictor", "outputs/logits"): "code_predictor"}
 KEPT = (":generate", "speech_tokenizer:decode", "speech_tokenizer.decoder:chunked_decode", ":extract_speaker_embedding",
         "speech_tokenizer:encode")  # fmt: skip
+# A voice-clone reference encoded into another number of frames changes the prompt's length: these tensors hold it
+PROMPT_AXES = ((":generate#*/kwargs/voice_clone_prompt/ref_code/*", 0), (":generate_icl_prompt#*/kwargs/ref_code", 0),
+               (":generate_icl_prompt#*/outputs/0", 1), ("talker#0/kwargs/inputs_embeds", 1),
+               ("talker#0/kwargs/position_ids", -1), ("talker#0/kwargs/attention_mask", -1),
+               ("talker#0/kwargs/cache_position", 0), ("talker#0/outputs/logits", 1),
+               ("talker#0/outputs/hidden_states/*", 1), ("talker#0/outputs/past_key_values/*", 2))  # fmt: skip
 SAMPLE_RATE_KEYS = ("output_sample_rate", "sample_rate", "sampling_rate")
 
 
@@ -179,6 +185,7 @@ class Qwen3TTSSubject(Subject):
         codec frame is `len(waveform) / frames` samples)."""
         axes = [SequenceAxis("outputs/codes", 0), SequenceAxis(f"{CODES[0]}#*/outputs/*", 0),
                 SequenceAxis("speech_tokenizer:encode#*/outputs/audio_codes/*", 0)]  # fmt: skip
+        axes += [SequenceAxis(name, axis) for name, axis in PROMPT_AXES]
         names = case.output_names()
         if "waveform" in names:
             wave = np.asarray(case.output("waveform"))
