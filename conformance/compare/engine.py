@@ -41,7 +41,15 @@ from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import REFERENCE64_ATTR, LeafRecord, checksum
 from ..store.writer import summarize
 from .candidate import Candidate, CandidateCrash, InterfaceMismatch, NotCovered
-from .outputs import BLACK_BOX_NOTE, OUTPUTS, length_difference, prefix, run_outputs, sequence_axis
+from .outputs import (
+    BLACK_BOX_NOTE,
+    OUTPUTS,
+    length_difference,
+    prefix,
+    run_candidate_references,
+    run_outputs,
+    sequence_axis,
+)
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -90,6 +98,9 @@ class CheckOptions:
     keep_failing: int = 4  # failing calls per case and mode whose candidate outputs are kept for the report
     keep_failing_bytes: int = 8 << 20  # byte budget per run for those
     repeat: int = 1  # chained runs per case; from 2 on, runs 2..N are compared bit for bit with run 1 (mode "repeat")
+    # re-run the official model on the candidate's own outputs (Subject.reference_from_candidate: needs torch)
+    reference_from_candidate: bool = False
+    checkpoint: Path | None = None  # where those official weights are (default: the golden's provenance)
 
 
 def _is_array(value: Any) -> bool:
@@ -1117,6 +1128,12 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                 if OUTPUTS not in result.modes:
                     result.modes.append(OUTPUTS)
                 run_outputs(case, given, case_policy, reference, subject, result)
+                if options.reference_from_candidate and subject is not None:
+                    references = subject.reference_from_candidate(store, case, given, options.checkpoint)
+                    run_candidate_references(case, given, references, case_policy, subject, result)
+                    if references:
+                        result.notes.append(f"reference from the candidate: the official model re-run on the "
+                                            f"candidate's own outputs ({', '.join(references)})")  # fmt: skip
                 result.seconds[OUTPUTS] = round(time.time() - t, 3)
                 candidate.review(case, result, OUTPUTS)
         except (ConformanceError, CheckerError, KeyboardInterrupt):

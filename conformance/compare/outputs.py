@@ -70,7 +70,6 @@ def run_outputs(case: Case, outputs: dict[str, Any], policy: Policy, reference: 
     axes = subject.sequence_axes(case) if subject is not None else []
     extra = subject.extra_steps(case) if subject is not None else None
     signals = {s.output: s for s in subject.signals(case)} if subject is not None else {}
-    fallback_said = False
     for name in case.output_names():
         golden = case.output(name)
         role = f"{OUTPUTS}/{name}"
@@ -144,65 +143,113 @@ def run_outputs(case: Case, outputs: dict[str, Any], policy: Policy, reference: 
                 if seq is not None and length_note:
                     twin = prefix(twin, seq.axis, golden.shape[seq.axis])
                 noise = noise_metrics(twin.astype(np.float64), golden, golden.dtype.name)
-        resolved = policy.resolve(CASE_KEY, role, golden.dtype.name, "chained", noise)
-        metrics = compare_arrays(golden, candidate.astype(golden.dtype, copy=False), dtype=golden.dtype.name,
-                                 atol=resolved.thresholds.get("atol", 0.0), rtol=resolved.thresholds.get("rtol", 0.0))  # fmt: skip
-        thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
-                                     "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
-        from .engine import _verdict
+        signal = signals.get(name)
+        frame = seq.per_step if seq is not None else 1
+        judge_float_output(tensor, golden, candidate, twin, noise, policy, signal, frame, result)
 
-        status, margin, message, minimum = _verdict(metrics, thresholds)
-        measured: dict[str, Any] = metrics.as_dict()
-        source = resolved.source
-        if name in signals:
-            signal = signals[name]
-            frame = seq.per_step if seq is not None else 1
-            audio = audio_metrics(golden, candidate, signal.sample_rate, frame)
-            measured.update(audio)
-            floor = UNIT_ROUNDOFF.get(golden.dtype.name, UNIT_ROUNDOFF["float32"]) * policy.calibration.floor_eps
-            peak = float(np.max(np.abs(golden))) if golden.size else 0.0
-            if twin is not None and policy.calibration.enabled:
-                audio_noise = audio_metrics(twin.astype(np.float64), golden, signal.sample_rate, frame)
-                limits = audio_thresholds(audio_noise, policy.calibration.k, peak, floor)
-                tensor.noise = {**noise, **{m: audio_noise[m] for m in AUDIO_METRICS}} if noise else None
-            else:
-                limits = {"snr_db": AUDIO_FALLBACK["snr_db"], "log_mel": AUDIO_FALLBACK["log_mel"],
-                          "frame_max_abs": AUDIO_FALLBACK["frame_max_abs_rel"] * max(peak, 1e-30)}  # fmt: skip
-                source += "; audio thresholds: fixed defaults (no float64 twin to calibrate them on)"
-                if not fallback_said:
-                    result.notes.append(f"calibration fallback: {role} has no float64 twin output: its audio "
-                                        "thresholds are fixed defaults (SNR >= 60 dB, log-mel <= 1e-2, per-frame "
-                                        "error <= 1e-3 of the peak), not calibrated on the official noise")  # fmt: skip
-                    fallback_said = True
-            thresholds.update(limits)
-            failures = [message] if message else []
-            for metric, limit in limits.items():
-                measure = float(audio[metric])
-                if metric == "snr_db":
-                    bad = measure < limit
-                    # the error's amplitude as a share of the allowed one
-                    share = 0.0 if measure == math.inf else 10.0 ** ((limit - measure) / 20.0)
-                    if bad:
-                        failures.append(f"snr_db {measure:.4g} < {limit:.4g}")
-                else:
-                    bad = measure > limit
-                    share = measure / limit if limit > 0 else (0.0 if measure == 0 else math.inf)
-                    if bad:
-                        where = f" (frame {audio['worst_frame']})" if metric == "frame_max_abs" else ""
-                        failures.append(f"{metric} {measure:.3g} > {limit:.3g}{where}")
-                margin = max(margin, share)
-                minimum[metric] = measure
-            status = FAIL if failures else status
-            message = "; ".join(failures)
-            source += ", audio: SNR, log-mel, per-frame max error"
-        tensor.metrics = {**(tensor.metrics or {}), **measured}
-        tensor.thresholds = thresholds
-        tensor.source = source
-        tensor.noise = tensor.noise or noise
-        tensor.margin = margin
-        tensor.min_tolerance = minimum
-        if tensor.status == FAIL:  # a length divergence: the prefix's verdict is reported with it
-            said = "the common prefix " + ("also fails: " + message if message else "conforms")
-            tensor.message = f"{tensor.message}; {said}"
+
+def judge_float_output(tensor: TensorResult, golden: np.ndarray, candidate: np.ndarray, twin: np.ndarray | None,
+                       noise: dict[str, float] | None, policy: Policy, signal: Any, frame: int,
+                       result: CaseResult) -> None:  # fmt: skip
+    """Judge a float output (a waveform when `signal` says it is audio, with audio metrics over frames of `frame`
+    samples) against `golden`, calibrated on `twin` (the float64 run's) when there is one."""
+    role = tensor.role
+    resolved = policy.resolve(CASE_KEY, role, golden.dtype.name, "chained", noise)
+    metrics = compare_arrays(golden, candidate.astype(golden.dtype, copy=False), dtype=golden.dtype.name,
+                             atol=resolved.thresholds.get("atol", 0.0), rtol=resolved.thresholds.get("rtol", 0.0))  # fmt: skip
+    thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
+                                 "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
+    from .engine import _verdict
+
+    status, margin, message, minimum = _verdict(metrics, thresholds)
+    measured: dict[str, Any] = metrics.as_dict()
+    source = resolved.source
+    if signal is not None:
+        audio = audio_metrics(golden, candidate, signal.sample_rate, frame)
+        measured.update(audio)
+        floor = UNIT_ROUNDOFF.get(golden.dtype.name, UNIT_ROUNDOFF["float32"]) * policy.calibration.floor_eps
+        peak = float(np.max(np.abs(golden))) if golden.size else 0.0
+        if twin is not None and policy.calibration.enabled:
+            audio_noise = audio_metrics(twin.astype(np.float64), golden, signal.sample_rate, frame)
+            limits = audio_thresholds(audio_noise, policy.calibration.k, peak, floor)
+            tensor.noise = {**noise, **{m: audio_noise[m] for m in AUDIO_METRICS}} if noise else None
         else:
-            tensor.status, tensor.message = status, message
+            limits = {"snr_db": AUDIO_FALLBACK["snr_db"], "log_mel": AUDIO_FALLBACK["log_mel"],
+                      "frame_max_abs": AUDIO_FALLBACK["frame_max_abs_rel"] * max(peak, 1e-30)}  # fmt: skip
+            source += "; audio thresholds: fixed defaults (no float64 twin to calibrate them on)"
+            said = (
+                "calibration fallback: outputs without a float64 twin have fixed audio thresholds (SNR >= 60 dB, "
+                "log-mel <= 1e-2, per-frame error <= 1e-3 of the peak), not calibrated on the official noise"
+            )
+            if said not in result.notes:
+                result.notes.append(said)
+        thresholds.update(limits)
+        failures = [message] if message else []
+        for metric, limit in limits.items():
+            measure = float(audio[metric])
+            if metric == "snr_db":
+                bad = measure < limit
+                # the error's amplitude as a share of the allowed one
+                share = 0.0 if measure == math.inf else 10.0 ** ((limit - measure) / 20.0)
+                if bad:
+                    failures.append(f"snr_db {measure:.4g} < {limit:.4g}")
+            else:
+                bad = measure > limit
+                share = measure / limit if limit > 0 else (0.0 if measure == 0 else math.inf)
+                if bad:
+                    where = f" (frame {audio['worst_frame']})" if metric == "frame_max_abs" else ""
+                    failures.append(f"{metric} {measure:.3g} > {limit:.3g}{where}")
+            margin = max(margin, share)
+            minimum[metric] = measure
+        status = FAIL if failures else status
+        message = "; ".join(failures)
+        source += ", audio: SNR, log-mel, per-frame max error"
+    tensor.metrics = {**(tensor.metrics or {}), **measured}
+    tensor.thresholds = thresholds
+    tensor.source = source
+    tensor.noise = tensor.noise or noise
+    tensor.margin = margin
+    tensor.min_tolerance = minimum
+    if tensor.status == FAIL:  # a length divergence: the prefix's verdict is reported with it
+        said = "the common prefix " + ("also fails: " + message if message else "conforms")
+        tensor.message = f"{tensor.message}; {said}"
+    else:
+        tensor.status, tensor.message = status, message
+
+
+def run_candidate_references(case: Case, outputs: dict[str, Any], references: dict[str, Any], policy: Policy,
+                             subject: Any, result: CaseResult) -> None:  # fmt: skip
+    """Judge the candidate's outputs against the official model re-run on the candidate's own inputs
+    (`--reference-from-candidate`): `references` maps `<output>@<how>` to (official value, float64 twin or None).
+    Discrete references are the official choices given the candidate's history: every position must agree."""
+    axes = subject.sequence_axes(case) if subject is not None else []
+    signals = {s.output: s for s in subject.signals(case)} if subject is not None else {}
+    for label, (official, twin) in references.items():
+        name = label.partition("@")[0]
+        role = f"{OUTPUTS}/{label}"
+        tensor = TensorResult(case.name, OUTPUTS, CASE_KEY, 0, role, PASS)
+        result.tensors.append(tensor)
+        official = np.asarray(official)
+        tensor.dtype, tensor.shape = official.dtype.name, list(official.shape)
+        candidate = np.asarray(outputs.get(name))
+        if candidate.shape != official.shape:
+            tensor.status = FAIL
+            tensor.message = f"the official re-run gives {list(official.shape)}, the candidate {list(candidate.shape)}"
+            continue
+        if official.dtype.kind != "f":
+            differ = np.argwhere(official != candidate)
+            tensor.source = "official choices on the candidate's history (teacher forced)"
+            tensor.thresholds = {"exact": 0.0}
+            tensor.metrics = {"mismatch": len(differ), "numel": int(official.size)}
+            if len(differ):
+                first = tuple(int(i) for i in differ[0])
+                tensor.status = FAIL
+                tensor.message = (f"{len(differ)} of {official.size} tokens differ from the official choice given the "
+                                  f"candidate's own history; first at {first}: official {int(official[first])}, "
+                                  f"candidate {int(candidate[first])}")  # fmt: skip
+            continue
+        noise = noise_metrics(np.asarray(twin, np.float64), official, official.dtype.name) if twin is not None else None
+        seq = sequence_axis(axes, f"{OUTPUTS}/{name}")
+        judge_float_output(tensor, official, candidate, None if twin is None else np.asarray(twin), noise, policy,
+                           signals.get(name), seq.per_step if seq is not None else 1, result)  # fmt: skip
+        tensor.source = f"official re-run on the candidate's own codes; {tensor.source}"

@@ -231,6 +231,13 @@ class Subject:
         of the official code, e.g. a length cap it counts differently), or None: any other length diverges."""
         return None
 
+    def reference_from_candidate(self, store: GoldenStore, case: Case, outputs: dict[str, Any],
+                                 checkpoint: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        """The official model re-run on the candidate's own outputs (`check --reference-from-candidate`), so each
+        component of a black-box candidate is judged on its own inputs: `<output>@<how>` -> (official value, its
+        float64 twin or None). Record side (torch); {} when the subject has nothing to re-run."""
+        raise self._unavailable("re-run on a candidate's outputs (--reference-from-candidate)")
+
     def semantics(self, case: Case) -> dict[str, str]:
         """What the case exercises that a port may or may not support (its text layout, voice mode, frame-count
         convention...): name -> value. A port profile lists the values it supports; other cases are not

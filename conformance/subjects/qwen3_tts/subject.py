@@ -217,6 +217,21 @@ class Qwen3TTSSubject(Subject):
         return 1, (f"the official max_new_tokens={cap} yields {cap - 1} frames (the prefill step makes no codes); "
                    f"a port that yields {cap} follows the other convention")  # fmt: skip
 
+    def reference_from_candidate(self, store: GoldenStore, case: Case, outputs: dict[str, Any],
+                                 checkpoint: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        """Teacher-forced talker and code predictor on the candidate's codes, and the official decode of them
+        (own_codes.py). Generation cases only; needs torch and the official package."""
+        if case.provenance.get("family") not in ("generation", "end_to_end"):
+            return {}
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec(OFFICIAL.import_name) is None:
+            raise UsageError("--reference-from-candidate re-runs the official model: it needs torch and qwen-tts "
+                             "(pip install 'conformance[record]')")  # fmt: skip
+        from .own_codes import reference_from_candidate
+
+        return reference_from_candidate(store, case, outputs, checkpoint)
+
     def semantics(self, case: Case) -> dict[str, str]:
         """text_layout (streaming | non_streaming), voice (custom_voice | voice_design | x_vector | in_context),
         frame_count ("max_new_tokens - 1", the official convention) for generation cases; the family otherwise."""
