@@ -118,7 +118,11 @@ def _print_notes(summary: dict[str, Any]) -> None:
 
     console = Console(stderr=True, soft_wrap=True)
     for note in summary.get("notes", []):
-        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+        if "per-dtype defaults" in note:  # nothing calibrated: a correct port may fail at full size
+            console.print(f"[bold red]warning: {escape(note)}; record with the oracle (record --oracle-sample, "
+                          "the default at full size) or the float64 twin to calibrate them[/bold red]")  # fmt: skip
+        else:
+            console.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
 def _print_blames(summary: dict[str, Any]) -> None:
