@@ -228,8 +228,11 @@ class Qwen3TTSSubject(Subject):
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec(OFFICIAL.import_name) is None:
             raise UsageError("--reference-from-candidate re-runs the official model: it needs torch and qwen-tts "
                              "(pip install 'conformance[record]')")  # fmt: skip
-        from .own_codes import reference_from_candidate
-
+        try:
+            from .own_codes import reference_from_candidate
+        except ImportError as exc:
+            raise UsageError(f"--reference-from-candidate re-runs the official model, which cannot be imported "
+                             f"here: {exc}") from None  # fmt: skip
         return reference_from_candidate(store, case, outputs, checkpoint)
 
     def semantics(self, case: Case) -> dict[str, str]:
