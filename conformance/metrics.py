@@ -361,3 +361,83 @@ def noise_metrics(reference: np.ndarray, candidate: np.ndarray, dtype: str) -> d
         "cos_dist": m.cos_dist,
         "max_ulp": m.max_ulp,
     }
+
+
+# -- audio ---------------------------------------------------------------------------------------------------------
+
+AUDIO_METRICS = ("snr_db", "log_mel", "frame_max_abs")
+MEL_BANDS = 40
+LOG_MEL_EPS = 1e-5  # the magnitude floor under the log: silence and rounding dust compare as equal
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_filters(sample_rate: int, n_fft: int, bands: int) -> np.ndarray:
+    """Triangular mel filters (bands, n_fft // 2 + 1), HTK mel scale, unnormalised."""
+    bins = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges_mel = np.linspace(0.0, float(_hz_to_mel(np.array(sample_rate / 2.0))), bands + 2)
+    edges = 700.0 * (10.0 ** (edges_mel / 2595.0) - 1.0)
+    filters = np.zeros((bands, bins.size))
+    for b in range(bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        rise = (bins - lo) / max(mid - lo, 1e-9)
+        fall = (hi - bins) / max(hi - mid, 1e-9)
+        filters[b] = np.clip(np.minimum(rise, fall), 0.0, None)
+    return filters
+
+
+def log_mel(wave: np.ndarray, sample_rate: int, n_fft: int = 512, hop: int | None = None,
+            bands: int = MEL_BANDS) -> np.ndarray:  # fmt: skip
+    """log10 of the mel-band magnitude of a mono waveform, (frames, bands); short waves are zero-padded to one
+    window. Hann window, float64 throughout."""
+    x = np.asarray(wave, dtype=np.float64).reshape(-1)
+    n_fft = int(min(n_fft, max(16, 1 << math.ceil(math.log2(max(x.size, 2))))))
+    hop = hop or n_fft // 4
+    if x.size < n_fft:
+        x = np.pad(x, (0, n_fft - x.size))
+    count = 1 + (x.size - n_fft) // hop
+    index = np.arange(n_fft)[None, :] + hop * np.arange(count)[:, None]  # (frames, n_fft)
+    spectrum = np.abs(np.fft.rfft(x[index] * np.hanning(n_fft)[None, :], axis=-1))  # (frames, n_fft//2+1)
+    mel = spectrum @ _mel_filters(sample_rate, n_fft, bands).T  # (frames, bands)
+    return np.log10(np.maximum(mel, LOG_MEL_EPS))
+
+
+def audio_metrics(reference: np.ndarray, candidate: np.ndarray, sample_rate: int, frame: int) -> dict[str, float]:
+    """Audio-level error of `candidate` against `reference` (same length, mono samples):
+
+    * snr_db: 10 log10(|r|^2 / |c - r|^2), inf when identical;
+    * log_mel: the mean absolute difference of log10 mel-band magnitudes (40 bands), what a listener's ear
+      weighs rather than the samples;
+    * frame_max_abs: the largest per-frame max |c - r| over frames of `frame` samples (one step of the signal's source), so a
+      click in one frame is not averaged away; `worst_frame` says which frame.
+    """
+    r = np.asarray(reference, dtype=np.float64).reshape(-1)
+    c = np.asarray(candidate, dtype=np.float64).reshape(-1)
+    if r.shape != c.shape:
+        raise ValueError(f"length {c.size} differs from the reference's {r.size}")
+    d = c - r
+    noise = float(np.dot(d, d))
+    power = float(np.dot(r, r))
+    snr = math.inf if noise == 0 else (10.0 * math.log10(power / noise) if power > 0 else -math.inf)
+    frame = max(int(frame), 1)
+    frames = -(-d.size // frame) if d.size else 0
+    padded = np.pad(np.abs(d), (0, frames * frame - d.size)).reshape(frames, frame) if frames else np.zeros((0, 1))
+    per_frame = padded.max(axis=1) if frames else np.zeros(0)
+    mel = float(np.mean(np.abs(log_mel(c, sample_rate) - log_mel(r, sample_rate)))) if r.size else 0.0
+    return {"snr_db": snr, "log_mel": mel, "frame_max_abs": float(per_frame.max()) if frames else 0.0,
+            "worst_frame": int(per_frame.argmax()) if frames else 0}  # fmt: skip
+
+
+def audio_thresholds(noise: dict[str, float], k: float, reference_peak: float, floor_eps: float) -> dict[str, float]:
+    """Audio thresholds calibrated on the official float32-vs-float64 audio noise, k times the noise as for every
+    tensor: an error k times the noise's amplitude lowers the SNR by 20 log10(k) dB. Floors keep a
+    bit-identical noise (0, or an infinite SNR) from demanding bit-identity: `floor_eps` relative to the
+    reference's peak for the per-frame error, the SNR of that error for the SNR."""
+    frame_floor = floor_eps * max(reference_peak, 1e-30)
+    floor_snr = -20.0 * math.log10(max(floor_eps, 1e-300))
+    snr = noise.get("snr_db", math.inf)
+    snr_limit = min(snr - 20.0 * math.log10(k), floor_snr) if math.isfinite(snr) else floor_snr
+    return {"snr_db": snr_limit, "log_mel": max(k * noise.get("log_mel", 0.0), 10 * floor_eps),
+            "frame_max_abs": max(k * noise.get("frame_max_abs", 0.0), frame_floor)}  # fmt: skip

@@ -117,3 +117,24 @@ def test_streaming_in_any_chunk_size_gives_the_same_metrics(golden: np.ndarray, 
     assert streamed.n_outside == whole.n_outside and streamed.first_outside == whole.first_outside
     assert streamed.rel_l2 == pytest.approx(whole.rel_l2, rel=1e-4, abs=1e-12)
     assert streamed.mean_abs == pytest.approx(whole.mean_abs, rel=1e-5, abs=1e-12)
+
+
+def test_audio_metrics_see_level_spectrum_and_a_click_in_one_frame() -> None:
+    from conformance.metrics import audio_metrics, audio_thresholds
+
+    rng = np.random.default_rng(7)
+    t = np.arange(24000 // 10) / 24000.0
+    wave = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    same = audio_metrics(wave, wave, 24000, 192)
+    assert same["snr_db"] == math.inf and same["log_mel"] == 0.0 and same["frame_max_abs"] == 0.0
+    quiet = audio_metrics(wave, wave * 1e-3, 24000, 192)
+    assert quiet["snr_db"] < 0.01 and quiet["log_mel"] > 2.9  # 1e-3 of the level: 3 decades of mel magnitude
+    click = wave.copy()
+    click[5 * 192 + 17] += 0.5
+    found = audio_metrics(wave, click, 24000, 192)
+    assert found["worst_frame"] == 5 and found["frame_max_abs"] == pytest.approx(0.5, rel=1e-6)
+    # calibrated: k times the noise's amplitude is 20 log10 k dB of SNR; a bit-exact noise gets the floor
+    limits = audio_thresholds({"snr_db": 90.0, "log_mel": 1e-6, "frame_max_abs": 1e-5}, 20.0, 0.3, 1e-6)
+    assert limits["snr_db"] == pytest.approx(90.0 - 20 * math.log10(20.0))
+    assert limits["frame_max_abs"] == pytest.approx(2e-4) and limits["log_mel"] == pytest.approx(2e-5)
+    assert audio_thresholds({"snr_db": math.inf}, 20.0, 0.3, 1e-6)["snr_db"] == pytest.approx(120.0)

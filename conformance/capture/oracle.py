@@ -60,6 +60,11 @@ def upcast(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
+def sampled(call: int) -> bool:
+    """Whether a sampled oracle re-runs call `call` of a module: the first calls, then every power of two."""
+    return call < 3 or (call & (call - 1)) == 0
+
+
 class IsolatedOracle:
     """Re-runs recorded calls on a float64 twin model with the recorded inputs, upcast.
 
@@ -68,6 +73,9 @@ class IsolatedOracle:
     functions: {key: callable} for recorded free functions (`:name`), called with the upcast inputs.
     skip: predicate over keys whose calls are not re-run (composite generation methods whose outputs
         are discrete decisions, not float tensors).
+    sample: re-run only calls 0, 1, 2, 4, 8, ... of each module (`sampled`): the noise of a module's other calls
+        is its largest sampled one (what a check uses, compare/engine.py). A generation of N frames re-runs about
+        log2(N) + 1 calls of each per-frame module instead of N: the oracle's cost at full size.
     """
 
     def __init__(
@@ -78,7 +86,9 @@ class IsolatedOracle:
         functions: Mapping[str, Callable[..., Any]] | None = None,
         skip: Callable[[str], bool] | None = None,
         dtype: torch.dtype = torch.float64,
+        sample: bool = False,
     ) -> None:
+        self.sample = sample
         self.twin_roots = dict(twin_roots)
         self.precision = precision
         self.functions = dict(functions or {})
@@ -86,7 +96,9 @@ class IsolatedOracle:
         self.dtype = dtype
         self.failures: dict[str, str] = {}
 
-    def wants(self, key: str) -> bool:
+    def wants(self, key: str, call: int = 0) -> bool:
+        if self.sample and not sampled(call):
+            return False
         return not self.skip(key) and self._target(key) is not None
 
     def snapshot(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

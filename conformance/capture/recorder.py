@@ -353,7 +353,7 @@ class Recorder(Hooks):
         frame = _Frame(key, path, method, class_name, call, case.next_seq(), {})
         frame.spec["args"] = self._record(args, "args", key, call)
         frame.spec["kwargs"] = self._record(dict(kwargs), "kwargs", key, call)
-        if self.oracle is not None and self.oracle.wants(key):
+        if self.oracle is not None and self.oracle.wants(key, call):
             frame.snapshot = self.oracle.snapshot(key, args, kwargs)
         self._stacks.setdefault(token, []).append(frame)
 

@@ -148,7 +148,7 @@ def record(
     dtype: str = "float32",
     threads: int = 1,
     modules: list[str] | None = None,
-    oracle: bool | None = None,
+    oracle: bool | str | None = None,
     command: str = "",
     storage: StoragePolicy | None = None,
     on_case: Callable[[str, int, int], None] | None = None,
@@ -160,7 +160,7 @@ def record(
     """Record each part's cases into the golden store `out` (written atomically). Returns the path written.
 
     oracle: re-run every hooked call on a float64 twin to measure its own noise (default: on unless `dtype` is
-    float64). determinism: run each case a second time under a checksumming tap and store whether every recorded
+    float64); "sampled": only calls 0, 1, 2, 4, 8... of each module (capture/oracle.py). determinism: run each case a second time under a checksumming tap and store whether every recorded
     tensor came out bit-identical (`determinism` in the case provenance). reference64: a float32 or bfloat16
     recording also records the same cases in clean float64 beside it (`reference64_path(out)`).
     on_case(case name, index, total), on_skip(case name, why), on_call(module key): progress callbacks.
@@ -168,7 +168,8 @@ def record(
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r} ({', '.join(DTYPES)})")
     torch.set_num_threads(threads)
-    use_oracle = (dtype != "float64") if oracle is None else (oracle and dtype != "float64")
+    use_oracle = (dtype != "float64") if oracle is None else (bool(oracle) and dtype != "float64")
+    sample_oracle = oracle == "sampled"
     runnable: list[Part] = []
     for recording, cases in parts:
         recording.prepare(cases)
@@ -203,7 +204,8 @@ def record(
                     on_case(case.name, index, total)
                 index += 1
                 _record_case(writer, recording, models, twin, case, Path(out), dtype=dtype, threads=threads,
-                             modules=modules, command=command, on_call=on_call, determinism=determinism)  # fmt: skip
+                             modules=modules, command=command, on_call=on_call, determinism=determinism,
+                             sample_oracle=sample_oracle)  # fmt: skip
     if reference is not None:
         reference.publish_with(writer)
     return Path(out)
@@ -211,7 +213,8 @@ def record(
 
 def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: Any, case: Any, out: Path, *,
                  dtype: str, threads: int, modules: list[str] | None, command: str,
-                 on_call: Callable[[str], None] | None, determinism: bool) -> None:  # fmt: skip
+                 on_call: Callable[[str], None] | None, determinism: bool,
+                 sample_oracle: bool = False) -> None:  # fmt: skip
     torch.manual_seed(recording.seed)
     roots = recording.roots(models, case)
     provenance: dict[str, Any] = {
@@ -230,7 +233,7 @@ def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: 
         "official_version": official_version(recording.official),
         "torch_version": torch.__version__,
         "modules": modules or ["*"],
-        "oracle": "isolated-float64" if twin is not None else "none",
+        "oracle": ("isolated-float64-sampled" if sample_oracle else "isolated-float64") if twin is not None else "none",
         "command": command,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -242,7 +245,7 @@ def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: 
             skip_keys = {spec.key for spec in methods if not spec.oracle}  # discrete (generate, encode): not re-run
             isolated = IsolatedOracle(recording.roots(twin, case), precision=lambda: recording.precision("float64"),
                                       functions=recording.oracle_functions(),
-                                      skip=lambda key: key in skip_keys)  # fmt: skip
+                                      skip=lambda key: key in skip_keys, sample=sample_oracle)  # fmt: skip
         io = CaseIO(recording.size)
         started = time.time()
         background = AsyncCaseWriter(case_writer)

@@ -56,6 +56,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--allow-partial", action="store_true",
                    help="modules the candidate lacks (or cannot call with the golden's arguments: interface "
                         "mismatch) do not fail the run (verdict partial, exit 0)")  # fmt: skip
+    p.add_argument("--black-box", action="store_true",
+                   help="judge only the case's final outputs a dump gives (outputs/codes, outputs/waveform, "
+                        "outputs/sample_rate), ignoring its module tensors; automatic when a dump gives nothing else")  # fmt: skip
+    p.add_argument("--reference-from-candidate", action="store_true",
+                   help="also re-run the official model on the candidate's own outputs (for a generation case: its "
+                        "generated tokens forced into the official model, and the official decode of them), so each "
+                        "component of a black-box port is judged on its own inputs; needs the record side (torch)")  # fmt: skip
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each case N times end to end (N >= 2, needs the chained mode) and compare runs 2..N bit "
                         "for bit with run 1: every tensor that differs between runs fails (mode 'repeat') and the "
@@ -80,11 +87,13 @@ def cmd_check(args: argparse.Namespace, argv: Sequence[str]) -> int:
     console = Console(stderr=True, quiet=args.quiet)
     policy = load_policy(find_policy(args.policy))
     modes = None if args.mode is None else (MODES if args.mode == "both" else (args.mode,))
-    factory = CandidateSpec(args.candidate, checkpoint=args.checkpoint, mapping=args.map)
+    factory = CandidateSpec(args.candidate, checkpoint=args.checkpoint, mapping=args.map, black_box=args.black_box)
     with _progress(console, args.quiet or args.jobs > 1) as progress:
         run = check_goldens(args.goldens, factory, policy, modes=modes, cases=args.cases, modules=args.modules,
                             reference64=args.reference64, allow_partial=args.allow_partial, repeat=args.repeat,
-                            jobs=args.jobs, command=command_line(argv), on_progress=progress)  # fmt: skip
+                            jobs=args.jobs, command=command_line(argv), on_progress=progress,
+                            reference_from_candidate=args.reference_from_candidate,
+                            checkpoint=args.checkpoint)  # fmt: skip
     add_replay_bundles(run)
     summary = write_reports(run, args.reports, html=not args.no_html)
     console.print(f"reports in {args.reports}/: summary.json junit.xml summary.md history.jsonl"
@@ -109,7 +118,11 @@ def _print_notes(summary: dict[str, Any]) -> None:
 
     console = Console(stderr=True, soft_wrap=True)
     for note in summary.get("notes", []):
-        console.print(f"[yellow]note: {escape(note)}[/yellow]")
+        if "per-dtype defaults" in note:  # nothing calibrated: a correct port may fail at full size
+            console.print(f"[bold red]warning: {escape(note)}; record with the oracle (record --oracle-sample, "
+                          "the default at full size) or the float64 twin to calibrate them[/bold red]")  # fmt: skip
+        else:
+            console.print(f"[yellow]note: {escape(note)}[/yellow]")
 
 
 def _print_blames(summary: dict[str, Any]) -> None:

@@ -51,6 +51,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     oracle.add_argument("--oracle", dest="oracle", action="store_true", default=None,
                         help="re-run each call on a clean float64 twin to record its own noise (default for "
                              "float32/bfloat16 on tiny models)")  # fmt: skip
+    oracle.add_argument("--oracle-sample", dest="oracle", action="store_const", const="sampled",
+                        help="re-run only calls 0, 1, 2, 4, 8... of each module on the float64 twin: calibrated "
+                             "thresholds at a fraction of the oracle's time (default at full size and for a "
+                             "checkpoint; the twin model is in memory beside the recorded one)")  # fmt: skip
     oracle.add_argument("--no-oracle", dest="oracle", action="store_false", help="do not measure noise")
     p.add_argument("--no-determinism-check", dest="determinism", action="store_false",
                    help="skip the second run of each case that checks the official model computes every recorded "
@@ -121,7 +125,8 @@ def cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise UsageError(f"recording needs the official stack: {exc}") from None
     storage = StoragePolicy(compression=args.compression, stats_above_bytes=args.stats_above,
                             hash_above_bytes=args.hash_above)  # fmt: skip
-    oracle = args.oracle if args.oracle is not None else (args.size != "full" and args.checkpoint is None)
+    tiny = args.size == "tiny" and args.checkpoint is None
+    oracle = args.oracle if args.oracle is not None else (True if tiny else "sampled")
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console) as progress:  # fmt: skip

@@ -76,6 +76,21 @@ class Candidate:
     def release(self) -> None:
         """Free per-case state (called after each case)."""
 
+    def case_outputs(self, case: Case) -> dict[str, Any] | None:
+        """The case's final outputs as the candidate produced them (by case output name: codes, waveform,
+        sample_rate...), judged in the "outputs" mode; None when the candidate gives none."""
+        return None
+
+    def black_box(self, case: Case) -> bool:
+        """Whether the candidate gives only the case's final outputs: then only those are judged (mode "outputs"),
+        and no module is reported not covered."""
+        return False
+
+    def not_applicable(self, case: Case, semantics: dict[str, str]) -> str | None:
+        """Why this case is not applicable to the candidate (a layout or option it declares it does not support,
+        given the case's `semantics`), or None."""
+        return None
+
     def review(self, case: Case, result: CaseResult, mode: str) -> None:
         """Called once a mode of a case has been judged and blamed: a candidate may add notes or refine
         the blame with what only it knows (a dump blames through the golden producers of each input)."""

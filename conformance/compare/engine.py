@@ -41,6 +41,15 @@ from ..store.reader import Case, GoldenStore, ObjectValue
 from ..store.schema import REFERENCE64_ATTR, LeafRecord, checksum
 from ..store.writer import summarize
 from .candidate import Candidate, CandidateCrash, GoldenSlice, InterfaceMismatch, NotCovered
+from .outputs import (
+    BLACK_BOX_NOTE,
+    OUTPUTS,
+    length_difference,
+    prefix,
+    run_candidate_references,
+    run_outputs,
+    sequence_axis,
+)
 from .policy import THRESHOLDS, Policy
 from .results import (
     ERROR,
@@ -89,6 +98,9 @@ class CheckOptions:
     keep_failing: int = 4  # failing calls per case and mode whose candidate outputs are kept for the report
     keep_failing_bytes: int = 8 << 20  # byte budget per run for those
     repeat: int = 1  # chained runs per case; from 2 on, runs 2..N are compared bit for bit with run 1 (mode "repeat")
+    # re-run the official model on the candidate's own outputs (Subject.reference_from_candidate: needs torch)
+    reference_from_candidate: bool = False
+    checkpoint: Path | None = None  # where those official weights are (default: the golden's provenance)
 
 
 def _is_array(value: Any) -> bool:
@@ -133,12 +145,15 @@ class FailingKeeper:
 class Judge:
     """Turns (golden leaf, candidate value) into a TensorResult under a policy."""
 
-    def __init__(self, policy: Policy, case: Case, reference: Case | None, mode: str) -> None:
+    def __init__(self, policy: Policy, case: Case, reference: Case | None, mode: str,
+                 axes: list[Any] | None = None) -> None:  # fmt: skip
         self.policy = policy
         self.case = case
         self.reference = reference
         self.mode = mode
+        self.axes = axes or []  # the subject's sequence axes (SequenceAxis): another length there is a divergence
         self._noise_cache: dict[tuple[str, int, str], dict[str, float] | None] = {}
+        self._sampled: dict[tuple[str, str], dict[str, float]] | None = None
         self._carried: Any = None
 
     def noise(self, leaf: LeafRecord) -> dict[str, float] | None:
@@ -154,10 +169,29 @@ class Judge:
             record = self.case.oracle(leaf.key, leaf.call, leaf.role)
             if record is not None:
                 return (dict(record.metrics) if record.status == "ok" else None), False
+            sampled = self._sampled_noise().get((leaf.key, leaf.role))
+            if sampled is not None:  # a sampled oracle skipped this call: its module's largest sampled noise
+                return dict(sampled), False
             return (self._chained_noise(leaf) if self.reference is not None else None), False
         if self.reference is None:
             return self._fallback_noise(leaf), True
         return self._chained_noise(leaf), False
+
+    def _sampled_noise(self) -> dict[tuple[str, str], dict[str, float]]:
+        """(key, role) -> the largest isolated noise of each metric over the module's re-run calls, for a golden
+        recorded with a sampled oracle (`record --oracle-sample`: calls 0, 1, 2, 4, 8... of each module)."""
+        if self._sampled is None:
+            found: dict[tuple[str, str], dict[str, float]] = {}
+            if "sampled" in str(self.case.provenance.get("oracle", "")):
+                for record in self.case.oracle_records():
+                    if record.mode != "isolated" or record.status != "ok":
+                        continue
+                    slot = found.setdefault((record.key, record.role), {})
+                    for name, value in record.metrics.items():
+                        if value == value and value is not None:
+                            slot[name] = max(slot.get(name, value), value)
+            self._sampled = found
+        return self._sampled
 
     def _fallback_noise(self, leaf: LeafRecord) -> dict[str, float] | None:
         """Without a float64 reference, a tensor's chained noise is unknown. Its isolated noise alone is too
@@ -229,6 +263,8 @@ class Judge:
                     if not leaf.is_tensor or not leaf.role.startswith("outputs"):
                         continue
                     mine = own.get((leaf.key, leaf.call, leaf.role))
+                    if mine is None:  # a call a sampled oracle skipped: its module's largest sampled noise
+                        mine = self._sampled_noise().get((leaf.key, leaf.role), {}).get("rel_l2")
                     if mine is None and not upstream:
                         continue
                     value = max(mine or 0.0, upstream)
@@ -277,6 +313,9 @@ class Judge:
             # golden holds float32, [1, L] where it holds [3, 1, L]): what the module computes with is its value.
             return self._judge_input_by_value(result, leaf, candidate)
         if tuple(candidate.shape) != tuple(leaf.shape):
+            along = sequence_axis(self.axes, result.name)
+            if along is not None and leaf.tier == "full" and length_difference(leaf.shape, candidate.shape, along.axis):
+                return self._judge_prefix(result, leaf, candidate, along.axis)
             result.status = FAIL
             result.message = f"shape mismatch: candidate {list(candidate.shape)} vs golden {list(leaf.shape)}"
             return self._apply_xfail(result, None)
@@ -321,6 +360,32 @@ class Judge:
         return self._judge_float(
             result, leaf, lambda atol, rtol: compare_arrays(golden, candidate, dtype=leaf.dtype, atol=atol, rtol=rtol)
         )
+
+    def _judge_prefix(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray, axis: int) -> TensorResult:
+        """A tensor of another length along a sequence axis (another number of generated or encoded frames): a
+        divergence, with both lengths and the verdict on the common prefix in its message."""
+        golden = self.case.tensor(leaf)
+        g_len, c_len = golden.shape[axis], candidate.shape[axis]
+        common = min(g_len, c_len)
+        g, c = prefix(golden, axis, common), prefix(candidate, axis, common)
+        if golden.dtype.kind == "f" and candidate.dtype.kind in "fc":
+            resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, self.noise(leaf))
+            metrics = compare_arrays(g, c.astype(g.dtype), dtype=leaf.dtype, atol=resolved.thresholds.get("atol", 0.0),
+                                     rtol=resolved.thresholds.get("rtol", 0.0))  # fmt: skip
+            thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
+                                         "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
+            verdict, _, why, _ = _verdict(metrics, thresholds)
+            result.metrics, result.thresholds, result.source = metrics.as_dict(), thresholds, resolved.source
+        else:
+            differ = int(np.count_nonzero(g != c))
+            verdict, why = (FAIL, f"{differ} of {g.size} values differ") if differ else (PASS, "")
+            result.metrics, result.source = {"mismatch": differ}, "exact (discrete)"
+        result.metrics = {**(result.metrics or {}), "candidate_length": c_len, "golden_length": g_len,
+                          "common_prefix": common}  # fmt: skip
+        result.status = FAIL
+        result.message = (f"length {c_len} where the golden has {g_len} along sequence axis {axis}: the common prefix "
+                          f"of {common} " + (f"also differs: {why}" if verdict == FAIL else "conforms"))  # fmt: skip
+        return self._apply_xfail(result, None)
 
     def _judge_input_by_value(self, result: TensorResult, leaf: LeafRecord, candidate: np.ndarray) -> TensorResult:
         """An input whose shape or number kind differs from the golden's, compared by value: shapes equal after
@@ -1067,23 +1132,37 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             reason = options.reference_note or "no float64 reference recording of this golden was found"
             result.notes.append(fallback_note(reason, case_policy, case))
         stage = "prepare"
+        semantics = subject.semantics(case) if subject is not None else {}
+        axes = subject.sequence_axes(case) if subject is not None else []
+        unsupported = candidate.not_applicable(case, semantics)
+        if unsupported is not None:
+            result.not_applicable = unsupported
+            result.modes = []
+            result.notes.append(f"not applicable: {unsupported}")
+            run.cases.append(result)
+            continue
         try:
             candidate.prepare(store, case)
-            if "isolated" in options.modes:
+            black_box = candidate.black_box(case)
+            if black_box:
+                result.modes = [OUTPUTS]
+                result.notes.append(BLACK_BOX_NOTE)
+                result.notes[:] = [n for n in result.notes if not n.startswith(CALIBRATION_FALLBACK)]
+            if "isolated" in options.modes and not black_box:
                 stage = "isolated"
                 t = time.time()
-                run_isolated(case, candidate, Judge(case_policy, case, reference, "isolated"), options, result, keeper,
+                run_isolated(case, candidate, Judge(case_policy, case, reference, "isolated", axes), options, result, keeper,
                              subject)  # fmt: skip
                 result.seconds["isolated"] = round(time.time() - t, 3)
                 result.blame["isolated"] = blame(result, "isolated")
                 candidate.review(case, result, "isolated")
-            if "chained" in options.modes:
+            if "chained" in options.modes and not black_box:
                 stage = "chained"
                 t = time.time()
                 keep = set(options.keep) | kept_keys(subject, case)
                 chained_options = CheckOptions(**{**options.__dict__, "keep": keep})
                 run1 = Fingerprints() if options.repeat > 1 else None
-                kept = run_chained(case, candidate, Judge(case_policy, case, reference, "chained"), chained_options,
+                kept = run_chained(case, candidate, Judge(case_policy, case, reference, "chained", axes), chained_options,
                                    result, keeper, run1)  # fmt: skip
                 free_running(case, kept, case_policy, result, subject)
                 result.seconds["chained"] = round(time.time() - t, 3)
@@ -1096,6 +1175,21 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                     run_repeats(case, candidate, run1, options, result)
                     result.seconds[REPEAT] = round(time.time() - t, 3)
                     result.blame[REPEAT] = repeat_blame(case, result)
+            given = candidate.case_outputs(case)
+            if given is not None:
+                stage = OUTPUTS
+                t = time.time()
+                if OUTPUTS not in result.modes:
+                    result.modes.append(OUTPUTS)
+                run_outputs(case, given, case_policy, reference, subject, result)
+                if options.reference_from_candidate and subject is not None:
+                    references = subject.reference_from_candidate(store, case, given, options.checkpoint)
+                    run_candidate_references(case, given, references, case_policy, subject, result)
+                    if references:
+                        result.notes.append(f"reference from the candidate: the official model re-run on the "
+                                            f"candidate's own outputs ({', '.join(references)})")  # fmt: skip
+                result.seconds[OUTPUTS] = round(time.time() - t, 3)
+                candidate.review(case, result, OUTPUTS)
         except (ConformanceError, CheckerError, KeyboardInterrupt):
             raise  # bad input (exit 2 with its one line) or a bug of the checker: never a verdict on the candidate
         except Exception as exc:  # the candidate crashed: an error verdict for this case, the other cases still run
@@ -1109,6 +1203,20 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         result.growth = growth(result)
         run.cases.append(result)
     run.notes.extend(calibration_notes(run.cases))
+    boxed = [c.case for c in run.cases if c.modes == [OUTPUTS]]
+    if boxed:
+        scope = "every case" if len(boxed) == len(run.cases) else f"{len(boxed)} case(s): {', '.join(boxed)}"
+        run.notes.append(f"{BLACK_BOX_NOTE} ({scope})")
+        if OUTPUTS not in run.modes:
+            run.modes.append(OUTPUTS)
+    elif any(OUTPUTS in c.modes for c in run.cases) and OUTPUTS not in run.modes:
+        run.modes.append(OUTPUTS)
+    applicable = [c for c in run.cases if c.not_applicable]
+    if applicable:
+        run.notes.append(
+            f"{len(applicable)} case(s) not applicable to the candidate (its port profile): "
+            + "; ".join(f"{c.case}: {c.not_applicable}" for c in applicable)
+        )
     run.candidate = candidate.description  # after loading: a candidate may only then know what it is
     try:
         run.candidate_provenance = candidate.provenance()

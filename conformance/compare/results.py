@@ -25,6 +25,7 @@ FAILING = (FAIL, ERROR)
 UNJUDGED = (NOT_COVERED, INTERFACE)  # the golden tensor got no numeric verdict: the run is incomplete
 PARTIAL = "partial"  # the run's verdict when --allow-partial lets modules the candidate lacks through (exit 0)
 INCOMPLETE = "incomplete"
+NOT_APPLICABLE = "not_applicable"  # a case's verdict when the candidate's port profile does not support it
 # Exit codes of a check (the CI contract): 0 conform (or partial with --allow-partial), 1 a divergence
 # beyond policy or golden tensors the candidate did not cover, 2 bad input or usage, or a candidate that
 # crashed (while loading, preparing or running a case: its verdict is `error`, never a divergence).
@@ -200,6 +201,7 @@ class CaseResult:
     subject: str | None = None  # the subject that recorded the case (conformance.subjects)
     token_layout: dict[str, Any] | None = None  # where its tokens are and their axes (TokenLayout.to_json)
     signals: list[dict[str, Any]] = field(default_factory=list)  # outputs that are signals (Signal.to_json)
+    not_applicable: str | None = None  # why the case does not apply to the candidate (its port profile), if so
 
     def outputs(self, mode: str | None = None) -> list[TensorResult]:
         return [t for t in self.tensors if not t.is_input and (mode is None or t.mode == mode)]
@@ -213,6 +215,8 @@ class CaseResult:
     @property
     def verdict(self) -> str:
         counts = self.counts()
+        if self.not_applicable is not None and not self.tensors:
+            return NOT_APPLICABLE
         if self.error is not None or counts[ERROR]:
             return ERROR
         if counts[FAIL]:
@@ -233,6 +237,7 @@ class CaseResult:
             "description": self.description,
             "modes": self.modes,
             "verdict": self.verdict,
+            "not_applicable": self.not_applicable,
             "counts": self.counts(),
             "blame": {mode: (b.to_json() if b else None) for mode, b in self.blame.items()},
             "first_divergence": _clean(self.first_divergence),

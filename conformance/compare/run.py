@@ -47,6 +47,8 @@ def check_goldens(
     jobs: int = 1,
     command: str = "",
     on_progress: Callable[[str, int, int], None] | None = None,
+    reference_from_candidate: bool = False,
+    checkpoint: Path | None = None,
 ) -> RunResult:
     """Check `candidate` (a Candidate, or a factory of one) against the golden store `goldens` under `policy`.
 
@@ -72,7 +74,9 @@ def check_goldens(
         try:
             options = engine.CheckOptions(modes=modes, cases=names, modules=modules, reference=reference,
                                           reference_note=lookup.note, allow_partial=allow_partial, command=command,
-                                          repeat=repeat, on_progress=on_progress)  # fmt: skip
+                                          repeat=repeat, on_progress=on_progress,
+                                          reference_from_candidate=reference_from_candidate,
+                                          checkpoint=checkpoint)  # fmt: skip
             if jobs > 1 and len(names) > 1:
                 if factory is None:
                     raise UsageError("checking in several processes needs a candidate factory, not a candidate")

@@ -22,11 +22,13 @@ DUMP_PREFIX = "dump:"
 
 
 def make_candidate(spec: str, subject: Any = None, *, checkpoint: Path | None = None,
-                   mapping: Path | None = None) -> Candidate:  # fmt: skip
+                   mapping: Path | None = None, black_box: bool = False) -> Candidate:  # fmt: skip
     """The candidate a spec names. `subject` (conformance.subjects.Subject) builds Python candidates; a map routes
     a dump's tensors, or is the [modules] and [[kwargs]] a Python candidate is seen through."""
     if spec.startswith(DUMP_PREFIX):
-        return DumpCandidate(Path(spec[len(DUMP_PREFIX) :]), mapping)
+        return DumpCandidate(Path(spec[len(DUMP_PREFIX) :]), mapping, black_box=black_box)
+    if black_box:
+        raise UsageError("--black-box judges a dump's final outputs (outputs/<name>): it needs --candidate dump:PATH")
     names = load_python_map(mapping) if mapping is not None else None  # a malformed map is bad input before loading
     if subject is None:
         raise UsageError(f"a {spec!r} candidate is built by the subject of the checked cases, and these name no one "
@@ -37,12 +39,12 @@ def make_candidate(spec: str, subject: Any = None, *, checkpoint: Path | None = 
 
 
 def load_candidate(spec: str, subject: Any = None, *, checkpoint: Path | None = None,
-                   mapping: Path | None = None) -> Candidate:  # fmt: skip
+                   mapping: Path | None = None, black_box: bool = False) -> Candidate:  # fmt: skip
     """`make_candidate`, with a candidate whose construction raises standing as an UnloadableCandidate: every case
     gets its error verdict and the reports are still written. Bad input (a malformed dump or map, an unknown spec)
     stays bad input."""
     try:
-        return make_candidate(spec, subject, checkpoint=checkpoint, mapping=mapping)
+        return make_candidate(spec, subject, checkpoint=checkpoint, mapping=mapping, black_box=black_box)
     except ConformanceError:
         raise
     except Exception as exc:
@@ -56,6 +58,9 @@ class CandidateSpec:
     spec: str
     checkpoint: Path | None = None
     mapping: Path | None = None
+    black_box: bool = False
 
     def __call__(self, subject: Any) -> Candidate:
-        return load_candidate(self.spec, subject, checkpoint=self.checkpoint, mapping=self.mapping)
+        return load_candidate(
+            self.spec, subject, checkpoint=self.checkpoint, mapping=self.mapping, black_box=self.black_box
+        )

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..compare.candidate import Candidate, GoldenSlice, Sink
+from ..compare.outputs import length_difference, sequence_axis
 from ..compare.results import NOT_COVERED, CaseResult
 from ..errors import DumpError, MappingError, UsageError
 from ..store.reader import Case, GoldenStore
@@ -71,6 +72,7 @@ class Plan:
     where: str
     files: list[TensorFile]
     values: dict[tuple[str, int, str], MappedTensor] = field(default_factory=dict)
+    outputs: dict[str, MappedTensor] = field(default_factory=dict)  # the case's final outputs, by output name
     unmatched: list[tuple[str, str]] = field(default_factory=list)  # (dump name, why)
     ignored: list[tuple[str, str, str]] = field(default_factory=list)  # (dump name, rule, reason)
     tensors: int = 0
@@ -105,8 +107,10 @@ class DumpCandidate(Candidate):
     name = "dump"
     default_modes = ("chained",)
 
-    def __init__(self, path: Path, mapping: Path | None = None, export_dir: Path | None = None) -> None:
+    def __init__(self, path: Path, mapping: Path | None = None, export_dir: Path | None = None,
+                 black_box: bool = False) -> None:  # fmt: skip
         self.path = Path(path)
+        self.force_black_box = black_box
         if not self.path.exists():
             raise DumpError("no such file or folder", path=self.path)
         if self.path.is_file() and self.path.suffix.lower() not in TENSOR_SUFFIXES:
@@ -200,7 +204,7 @@ class DumpCandidate(Candidate):
     def _matches_something(self, plan: Plan) -> None:
         """A dump none of whose tensors reaches a golden tensor of its case is not a port that covers nothing:
         it is the wrong case, or its names need a map. Bad input, even with --allow-partial."""
-        if plan.values:
+        if plan.values or plan.outputs:
             return
         found = [f"{plan.tensors} tensor(s)"]
         if plan.unmatched:
@@ -210,6 +214,26 @@ class DumpCandidate(Candidate):
             found.append(f"{len(plan.ignored)} ignored by the map")
         raise DumpError(f"the dump matches no golden tensor of case {plan.case}: wrong case or missing map? "
                         f"({'; '.join(found)})", path=plan.where)  # fmt: skip
+
+    # -- black box: the case's final outputs --------------------------------------------------------------------
+    def case_outputs(self, case: Case) -> dict[str, Any] | None:
+        if self.plan is None or self.plan.case != case.name or not self.plan.outputs:
+            return None
+        return {name: mapped.read() for name, mapped in self.plan.outputs.items()}
+
+    def black_box(self, case: Case) -> bool:
+        """Black box: the dump gives the case's final outputs and no module tensor (or --black-box)."""
+        if self.plan is None or self.plan.case != case.name or not self.plan.outputs:
+            return False
+        return self.force_black_box or not self.plan.values
+
+    def not_applicable(self, case: Case, semantics: dict[str, str]) -> str | None:
+        for name, supported in self.map.profile.items():
+            value = semantics.get(name)
+            if value is not None and value not in supported:
+                return (f"the port profile ({self.map.path}) supports {name} = {', '.join(supported)}; "
+                        f"the case's {name} is {value}")  # fmt: skip
+        return None
 
     def _note_file(self, handle: TensorFile) -> None:
         key = str(handle.path)
@@ -248,6 +272,7 @@ class DumpCandidate(Candidate):
                 entries[name] = entry
         plan.tensors = len(entries)
         leaves = {(leaf.key, leaf.call, leaf.role): leaf for leaf in case.leaves()}
+        axes = self._sequence_axes(case)
         sources: dict[tuple[str, int, str], str] = {}
         for route in self.map.route_all(sorted(entries)):
             entry = entries[route.name]
@@ -264,6 +289,22 @@ class DumpCandidate(Candidate):
                 except ValueError:
                     raise MappingError(f"{route.rule} maps {route.name!r} to {target!r}, which is not a golden tensor "
                                        f"name (key#call/role)", path=self.map.path or "<map>") from None  # fmt: skip
+                output = (
+                    role[len("outputs/") :] if key == "case" and call == 0 and role.startswith("outputs/") else None
+                )
+                if output is not None and (key, call, role) not in leaves:
+                    if output not in case.output_names():
+                        plan.unmatched.append((label, f"mapped to {target} by {route.rule}, but case {case.name} has "
+                                                      f"no output {output!r} (outputs: "
+                                                      f"{', '.join(case.output_names()) or 'none'})"))  # fmt: skip
+                        continue
+                    if output in plan.outputs:
+                        raise MappingError(f"duplicate target: output {output} is mapped from both "
+                                           f"{plan.outputs[output].source} and {label} ({route.rule})",
+                                           path=self.map.path or "<map>")  # fmt: skip
+                    self._check_output(case, entry, route.transform, part, output, label)
+                    plan.outputs[output] = MappedTensor(target, route.name, entry, route.transform, part, route.rule)
+                    continue
                 leaf = leaves.get((key, call, role))
                 if leaf is None or not leaf.is_tensor:
                     plan.unmatched.append((label, self._absent(case, key, call, role, leaf, target, route.rule)))
@@ -273,7 +314,7 @@ class DumpCandidate(Candidate):
                     raise MappingError(f"duplicate target: golden tensor {target} is mapped from both {sources[index]} "
                                        f"and {label} ({route.rule})", path=self.map.path or "<map>")  # fmt: skip
                 sources[index] = f"{label} ({route.rule})"
-                self._check(entry, route.transform, part, leaf, label)
+                self._check(entry, route.transform, part, leaf, label, axes)
                 plan.values[index] = MappedTensor(target, route.name, entry, route.transform, part, route.rule)
         return plan
 
@@ -289,7 +330,19 @@ class DumpCandidate(Candidate):
         return f"{how}, but that call has no tensor {role!r}"
 
     @staticmethod
-    def _check(entry: TensorEntry, transform: Transform, part: int, leaf: LeafRecord, label: str) -> None:
+    def _sequence_axes(case: Case) -> list[Any]:
+        """The sequence axes the case's subject declares (none when it is not installed here)."""
+        try:
+            from .. import subjects
+
+            subject = subjects.for_case(case)
+        except Exception:
+            return []
+        return list(subject.sequence_axes(case)) if subject is not None else []
+
+    @staticmethod
+    def _check(entry: TensorEntry, transform: Transform, part: int, leaf: LeafRecord, label: str,
+               axes: list[Any] | None = None) -> None:  # fmt: skip
         after = "" if transform.identity else f" after {transform.describe()}"
         try:
             shape = transform.shape_of(entry.shape, part)
@@ -299,6 +352,9 @@ class DumpCandidate(Candidate):
             golden = transform.golden_shape(tuple(leaf.shape))
         except ShapeError as exc:
             raise DumpError(f"mapped to {leaf.name}: {exc}", path=entry.path, tensor=label) from None
+        seq = sequence_axis(axes or [], leaf.name)
+        if seq is not None and length_difference(golden, tuple(shape), seq.axis):
+            shape = golden  # another length along a sequence axis: a divergence the check judges (engine)
         if tuple(shape) != golden:
             dumped = f"{after} (dumped as {list(entry.shape)})" if after else ""
             which = f"golden {leaf.name}{transform.golden_slice or ''}"
@@ -309,6 +365,30 @@ class DumpCandidate(Candidate):
             kind = "floating-point" if is_float(leaf.dtype) else "discrete"
             raise DumpError(f"wrong dtype: {dtype}{after} for golden {leaf.name}, which is {leaf.dtype} ({kind}); "
                             f"add dtype = \"{leaf.dtype}\" to the rule if the values are meant to be converted",
+                            path=entry.path, tensor=label)  # fmt: skip
+
+    @staticmethod
+    def _check_output(case: Case, entry: TensorEntry, transform: Transform, part: int, output: str,
+                      label: str) -> None:  # fmt: skip
+        """A final output must have the golden's rank and number kind; its length along a sequence axis (another
+        number of generated frames) is a divergence the check judges, not a malformed dump."""
+        golden = case.output(output)
+        try:
+            shape = tuple(transform.shape_of(entry.shape, part))
+        except ShapeError as exc:
+            raise DumpError(f"mapped to output {output}: {exc}", path=entry.path, tensor=label) from None
+        if not isinstance(golden, np.ndarray):  # a recorded value (a sample rate): one element
+            if int(np.prod(shape, dtype=np.int64)) != 1:
+                raise DumpError(f"output {output} is one value ({golden!r}) in the golden, the dump has shape "
+                                f"{list(shape)}", path=entry.path, tensor=label)  # fmt: skip
+            return
+        if len(shape) != golden.ndim:
+            raise DumpError(f"output {output}: shape {list(shape)} but the golden's is {list(golden.shape)}: "
+                            f"{shape_hint(shape, tuple(golden.shape))}", path=entry.path, tensor=label)  # fmt: skip
+        dtype = transform.dtype_of(entry.dtype)
+        if is_float(dtype) != (golden.dtype.kind == "f"):
+            raise DumpError(f"wrong dtype: {dtype} for output {output}, which is {golden.dtype.name}; add dtype = "
+                            f"\"{golden.dtype.name}\" to the rule if the values are meant to be converted",
                             path=entry.path, tensor=label)  # fmt: skip
 
     def can_chain(self, case: Case) -> bool:
@@ -344,10 +424,17 @@ class DumpCandidate(Candidate):
 
     def review(self, case: Case, result: CaseResult, mode: str) -> None:
         plan = self.plan
+        if mode == "outputs" and plan is not None and plan.case == case.name and self.black_box(case):
+            result.unmatched = [{"name": name, "reason": why} for name, why in plan.unmatched]
+            ignored = f", {len(plan.values)} module tensor(s) left unjudged (--black-box)" if plan.values else ""
+            result.notes.append(f"dump {plan.where}: {plan.tensors} tensor(s); the case outputs "
+                                f"{', '.join(plan.outputs)} mapped{ignored}, {len(plan.unmatched)} matched nothing")  # fmt: skip
+            return
         if mode != "chained" or plan is None or plan.case != case.name:
             return
         notes = [f"dump {plan.where}: {len(plan.files)} file(s), {plan.tensors} tensor(s); {len(plan.values)} golden "
-                 f"tensor(s) mapped, {len(plan.ignored)} ignored, {len(plan.unmatched)} matched nothing"
+                 f"tensor(s) and {len(plan.outputs)} case output(s) mapped, {len(plan.ignored)} ignored, "
+                 f"{len(plan.unmatched)} matched nothing"
                  + (" (listed as unmatched)" if plan.unmatched else "")]  # fmt: skip
         result.unmatched = [{"name": name, "reason": why} for name, why in plan.unmatched]
         by_rule: dict[tuple[str, str], list[str]] = {}

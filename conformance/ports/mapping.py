@@ -77,7 +77,8 @@ from ..errors import MappingError
 from ..store.schema import split_name
 from .formats import SUPPORTED_DTYPES
 
-_TOP_KEYS = {"format", "case", "export_dir", "names", "tables", "rename", "ignore", "modules", "kwargs"}
+_TOP_KEYS = {"format", "case", "export_dir", "names", "tables", "rename", "ignore", "modules", "kwargs", "profile"}
+CASE_OUTPUTS = "case#0/"  # a case's final outputs are the golden tensors case#0/outputs/<name> ("outputs/<name>" too)
 _KWARGS_KEYS = {"modules", "names"}
 _MODULE_PATH = re.compile(r"^\w+(\.\w+)*$")  # model.layers.0.self_attn
 _METHOD_KEY = re.compile(r"^(\w+(\.\w+)*)?:\w+$")  # vocoder.decoder:chunked_decode, :generate
@@ -400,6 +401,8 @@ class Mapping:
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     modules: dict[str, str] = field(default_factory=dict)  # golden module key -> the candidate's (Python candidates)
     kwargs: list[KwargsRule] = field(default_factory=list)
+    # [profile]: what the port supports, per case semantic (text_layout = ["non_streaming"], voice = [...])
+    profile: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -457,6 +460,8 @@ class Mapping:
             if rule.kind == "ignore":
                 return Route(name, "ignored", rule=rule.label, reason=rule.reason)
             return Route(name, "mapped", targets, rule.transform, rule.label)
+        if name.startswith("outputs/") and len(name) > len("outputs/"):  # a case's final output
+            return Route(name, "identity", [CASE_OUTPUTS + name], Transform(), "golden name")
         try:
             split_name(name)
         except ValueError:
@@ -747,7 +752,21 @@ def parse_mapping(data: dict[str, Any], path: Path | None = None) -> Mapping:
     _check_table_overlap(ordered, path)
     modules = _modules_table(data.get("modules", {}), path)
     kwargs = _kwargs_rules(data.get("kwargs", []), path)
-    return Mapping(path, case, export_dir, ordered, tables, modules, kwargs)
+    return Mapping(path, case, export_dir, ordered, tables, modules, kwargs, _profile(data.get("profile", {}), path))
+
+
+def _profile(raw: Any, path: Path | None) -> dict[str, tuple[str, ...]]:
+    """[profile]: semantic = "value" or ["value", ...], the values of each case semantic the port supports."""
+    if not isinstance(raw, dict):
+        raise MappingError("profile must be a table ([profile]) of semantic = [supported values]", path=_where(path))
+    out: dict[str, tuple[str, ...]] = {}
+    for name, value in raw.items():
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
+            raise MappingError(f"[profile] {name} must be a value or a non-empty list of values (strings)",
+                               path=_where(path))  # fmt: skip
+        out[str(name)] = tuple(values)
+    return out
 
 
 def _modules_table(raw: Any, path: Path | None) -> dict[str, str]:

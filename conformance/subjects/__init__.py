@@ -121,6 +121,19 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class SequenceAxis:
+    """An axis along which a golden tensor grows with a generated (or encoded) sequence: a candidate that generates
+    another number of steps gives a tensor of another length along it. That is a divergence to judge (the common
+    prefix compared, both lengths reported), not a malformed candidate. `target` is a case output
+    (`outputs/<name>`) or a glob over golden tensor names (`key#call/role`); `per_step` the elements one step
+    adds along the axis (a codec frame's samples for a waveform)."""
+
+    target: str
+    axis: int
+    per_step: int = 1
+
+
+@dataclass(frozen=True)
 class Panel:
     """A section a subject adds to a case in the HTML report: a title, a paragraph, optional table rows and an
     optional figure (a data: URI of a PNG)."""
@@ -215,6 +228,29 @@ class Subject:
         whole model on the golden history, not only of a logits head. For a batch, the index of its first row (the
         token layout's `batch_axis` places the others)."""
         return None
+
+    # -- case semantics ------------------------------------------------------------------------------------
+    def sequence_axes(self, case: Case) -> list[SequenceAxis]:
+        """The sequence axes of the case's outputs and golden tensors (see SequenceAxis)."""
+        return []
+
+    def extra_steps(self, case: Case) -> tuple[int, str] | None:
+        """Steps a candidate may generate beyond the golden's without diverging, and why (a documented convention
+        of the official code, e.g. a length cap it counts differently), or None: any other length diverges."""
+        return None
+
+    def reference_from_candidate(self, store: GoldenStore, case: Case, outputs: dict[str, Any],
+                                 checkpoint: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        """The official model re-run on the candidate's own outputs (`check --reference-from-candidate`), so each
+        component of a black-box candidate is judged on its own inputs: `<output>@<how>` -> (official value, its
+        float64 twin or None). Record side (torch); {} when the subject has nothing to re-run."""
+        raise self._unavailable("re-run on a candidate's outputs (--reference-from-candidate)")
+
+    def semantics(self, case: Case) -> dict[str, str]:
+        """What the case exercises that a port may or may not support (its text layout, voice mode, frame-count
+        convention...): name -> value. A port profile lists the values it supports; other cases are not
+        applicable to it."""
+        return {}
 
     # -- the report ------------------------------------------------------------------------------------------
     def signals(self, case: Case) -> list[Signal]:

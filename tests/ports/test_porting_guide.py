@@ -92,3 +92,10 @@ def test_the_sample_map_is_valid() -> None:
     ]
     assert len(mapping.route("dec.xf.1.attn.qkv.out@0").targets) == 3
     assert mapping.route("debug.x").kind == "ignored"
+
+
+def test_the_sample_profile_is_valid() -> None:
+    (sample,) = [b for b in blocks(GUIDE, "toml") if "[profile]" in b]
+    mapping = parse_mapping(tomllib.loads(sample))
+    assert mapping.profile == {"text_layout": ("non_streaming",), "voice": ("custom_voice", "voice_design", "x_vector")}
+    assert mapping.route("outputs/waveform").targets == ["case#0/outputs/waveform"]

@@ -81,10 +81,13 @@ def _capture_generate(model: Any) -> tuple[Callable[[], Any], Callable[[], None]
     return (lambda: box.get("result")), restore
 
 
-def _generation_outputs(io: CaseIO, result: Any, wavs: list[np.ndarray]) -> None:
+def _generation_outputs(io: CaseIO, result: Any, wavs: list[np.ndarray], sample_rate: int) -> None:
+    """The case's final outputs, what a black-box port gives: codes (frames, codebooks), the waveform the official
+    pipeline returns (the decode of those codes) and its sample rate."""
     codes_list, _hidden = result
     io.output("codes", codes_list[0].detach().cpu().numpy())
     io.output("waveform", np.asarray(wavs[0], dtype=np.float32))
+    io.output("sample_rate", int(sample_rate))
 
 
 def run_decode(models: Any, io: CaseIO, frames: tuple[int, int], seed: int) -> None:
@@ -131,14 +134,14 @@ def run_custom_voice(models: Any, io: CaseIO, text: str, speaker: str, language:
     wrapper = models.tts(model_type)
     get, restore = _capture_generate(wrapper.model)
     try:
-        wavs, _ = wrapper.generate_custom_voice(
+        wavs, sample_rate = wrapper.generate_custom_voice(
             text=io.input("text", text), speaker=io.input("speaker", speaker), language=io.input("language", language),
             non_streaming_mode=io.input("non_streaming_mode", non_streaming),
             max_new_tokens=io.input("max_new_tokens", _frames(io.size, *frames)), **GREEDY,
         )  # fmt: skip
     finally:
         restore()
-    _generation_outputs(io, get(), wavs)
+    _generation_outputs(io, get(), wavs, sample_rate)
 
 
 def run_voice_design(models: Any, io: CaseIO, text: str, instruct: str, language: str, non_streaming: bool,
@@ -146,14 +149,14 @@ def run_voice_design(models: Any, io: CaseIO, text: str, instruct: str, language
     wrapper = models.tts("voice_design")
     get, restore = _capture_generate(wrapper.model)
     try:
-        wavs, _ = wrapper.generate_voice_design(
+        wavs, sample_rate = wrapper.generate_voice_design(
             text=io.input("text", text), instruct=io.input("instruct", instruct), language=io.input("language", language),
             non_streaming_mode=io.input("non_streaming_mode", non_streaming),
             max_new_tokens=io.input("max_new_tokens", _frames(io.size, *frames)), **GREEDY,
         )  # fmt: skip
     finally:
         restore()
-    _generation_outputs(io, get(), wavs)
+    _generation_outputs(io, get(), wavs, sample_rate)
 
 
 def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text: str | None, x_vector_only: bool,
@@ -165,7 +168,7 @@ def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text:
         ref_text = io.input("ref_text", ref_text)  # a re-run answers the recorded (or a changed) reference text
     get, restore = _capture_generate(wrapper.model)
     try:
-        wavs, _ = wrapper.generate_voice_clone(
+        wavs, sample_rate = wrapper.generate_voice_clone(
             text=io.input("text", text), language=io.input("language", language),
             ref_audio=(ref_audio, SAMPLE_RATE), ref_text=ref_text,
             x_vector_only_mode=io.input("x_vector_only_mode", x_vector_only),
@@ -174,7 +177,7 @@ def run_voice_clone(models: Any, io: CaseIO, text: str, language: str, ref_text:
         )  # fmt: skip
     finally:
         restore()
-    _generation_outputs(io, get(), wavs)
+    _generation_outputs(io, get(), wavs, sample_rate)
 
 
 # -- option cases (issue 16): each makes one option of the official API decide an output ---------------------

@@ -24,7 +24,7 @@ import numpy as np
 
 from ...errors import UsageError
 from ...store.reader import Case, GoldenStore
-from .. import LogitsCall, Signal, Subject, TokenLayout
+from .. import LogitsCall, SequenceAxis, Signal, Subject, TokenLayout
 from .identity import NAME, OFFICIAL, TITLE
 from .signals import SAMPLE_RATE
 
@@ -36,6 +36,12 @@ TOKEN_LOGITS = ("talker.codec_head", "talker.code_predictor.lm_head.*")
 MODEL_LOGITS = {("talker", "outputs/logits"): "talker", ("talker.code_predictor", "outputs/logits"): "code_predictor"}
 KEPT = (":generate", "speech_tokenizer:decode", "speech_tokenizer.decoder:chunked_decode", ":extract_speaker_embedding",
         "speech_tokenizer:encode")  # fmt: skip
+# A voice-clone reference encoded into another number of frames changes the prompt's length: these tensors hold it
+PROMPT_AXES = ((":generate#*/kwargs/voice_clone_prompt/ref_code/*", 0), (":generate_icl_prompt#*/kwargs/ref_code", 0),
+               (":generate_icl_prompt#*/outputs/0", 1), ("talker#0/kwargs/inputs_embeds", 1),
+               ("talker#0/kwargs/position_ids", -1), ("talker#0/kwargs/attention_mask", -1),
+               ("talker#0/kwargs/cache_position", 0), ("talker#0/outputs/logits", 1),
+               ("talker#0/outputs/hidden_states/*", 1), ("talker#0/outputs/past_key_values/*", 2))  # fmt: skip
 SAMPLE_RATE_KEYS = ("output_sample_rate", "sample_rate", "sampling_rate")
 
 
@@ -187,6 +193,78 @@ class Qwen3TTSSubject(Subject):
 
     def keep(self, case: Case) -> list[str]:
         return list(KEPT)
+
+    # -- case semantics ------------------------------------------------------------------------------------
+    def sequence_axes(self, case: Case) -> list[SequenceAxis]:
+        """Frames: the codes' axis 0 (generated, or a reference encoded by the codec), the waveform's samples (one
+        codec frame is `len(waveform) / frames` samples)."""
+        axes = [SequenceAxis("outputs/codes", 0), SequenceAxis(f"{CODES[0]}#*/outputs/*", 0),
+                SequenceAxis("speech_tokenizer:encode#*/outputs/audio_codes/*", 0)]  # fmt: skip
+        axes += [SequenceAxis(name, axis) for name, axis in PROMPT_AXES]
+        names = case.output_names()
+        if "waveform" in names:
+            wave = np.asarray(case.output("waveform"))
+            frames = self._frames(case)
+            per_step = wave.shape[-1] // frames if frames and wave.shape[-1] % frames == 0 else 1
+            axes.append(SequenceAxis("outputs/waveform", -1, per_step))
+        return axes
+
+    @staticmethod
+    def _frames(case: Case) -> int | None:
+        for name in ("codes",):
+            if name in case.output_names():
+                return int(np.asarray(case.output(name)).shape[0])
+        if "codes" in case.input_names():
+            return int(np.asarray(case.input("codes")).shape[-2])
+        return None
+
+    def extra_steps(self, case: Case) -> tuple[int, str] | None:
+        """The official `generate` returns max_new_tokens - 1 frames when no end-of-speech token stops it (the
+        prefill's forward has no codes: modeling_qwen3_tts.py, `codec_ids = None` in the prefill branch of the
+        talker's forward, and `generate` keeps only the steps whose codes are not None). Ports commonly return
+        max_new_tokens frames: one frame more, when the golden hit the cap, is that convention, not a divergence."""
+        if "max_new_tokens" not in case.input_names():
+            return None
+        frames = self._frames(case)
+        cap = int(np.asarray(case.input("max_new_tokens")))
+        if frames is None or frames != cap - 1:
+            return None
+        return 1, (f"the official max_new_tokens={cap} yields {cap - 1} frames (the prefill step makes no codes); "
+                   f"a port that yields {cap} follows the other convention")  # fmt: skip
+
+    def reference_from_candidate(self, store: GoldenStore, case: Case, outputs: dict[str, Any],
+                                 checkpoint: Path | None = None) -> dict[str, Any]:  # fmt: skip
+        """Teacher-forced talker and code predictor on the candidate's codes, and the official decode of them
+        (own_codes.py). Generation cases only; needs torch and the official package."""
+        if case.provenance.get("family") not in ("generation", "end_to_end"):
+            return {}
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None or importlib.util.find_spec(OFFICIAL.import_name) is None:
+            raise UsageError("--reference-from-candidate re-runs the official model: it needs torch and qwen-tts "
+                             "(pip install 'conformance[record]')")  # fmt: skip
+        try:
+            from .own_codes import reference_from_candidate
+        except ImportError as exc:
+            raise UsageError(f"--reference-from-candidate re-runs the official model, which cannot be imported "
+                             f"here: {exc}") from None  # fmt: skip
+        return reference_from_candidate(store, case, outputs, checkpoint)
+
+    def semantics(self, case: Case) -> dict[str, str]:
+        """text_layout (streaming | non_streaming), voice (custom_voice | voice_design | x_vector | in_context),
+        frame_count ("max_new_tokens - 1", the official convention) for generation cases; the family otherwise."""
+        out = {"family": str(case.provenance.get("family", ""))}
+        values = case.provenance.get("input_values", {})
+        if "non_streaming_mode" in values:
+            out["text_layout"] = "non_streaming" if values["non_streaming_mode"] else "streaming"
+        model = str(case.provenance.get("model", ""))
+        if model == "base" and "x_vector_only_mode" in values:
+            out["voice"] = "x_vector" if values["x_vector_only_mode"] else "in_context"
+        elif model in ("custom_voice", "voice_design"):
+            out["voice"] = model
+        if "max_new_tokens" in values:
+            out["frame_count"] = "max_new_tokens - 1"
+        return out
 
 
 SUBJECT = Qwen3TTSSubject()
