@@ -280,3 +280,17 @@ def test_a_set_built_by_the_older_layout_is_rebuilt(tmp_path: Path, tiny_checkpo
     for model in MODEL_FOLDERS:
         assert not missing_keys(folder / model), model
     assert safetensors_dtypes(folder / "speech_tokenizer" / "model.safetensors") == {"F32"}
+
+
+def test_the_committed_tokenizer_files_are_the_real_tokenizer_documents(tiny_checkpoint: Path) -> None:
+    """The JSON tokenizer files are written without indentation (goldens/ size limit): the same documents as the real
+    tokenizer's, so a converter parsing them reads the same vocabulary, merges and added tokens."""
+    from conformance.subjects.qwen3_tts.checkpoints import tokenizer_files_dir
+
+    for name in TOKENIZER_FILES:
+        committed, source = tiny_checkpoint / "base" / name, tokenizer_files_dir() / name
+        if name.endswith(".json"):
+            assert json.loads(committed.read_text(encoding="utf-8")) == json.loads(source.read_text(encoding="utf-8"))
+        else:
+            assert committed.read_bytes() == source.read_bytes()
+    assert (tiny_checkpoint / "base" / "tokenizer.json").stat().st_size < 6e6
