@@ -9,19 +9,27 @@ noise record (max abs, rel L2, ...) per output tensor is what calibrated toleran
 
 A call whose re-run produces different integers (codes chosen by an argmax inside it) is marked
 `discrete_mismatch`: its float noise is not comparable and policies fall back to their defaults.
+
+Precision twins (`OracleTwin`: the official module in bfloat16, float16, or with quantized weights) are the
+same mechanism at another precision: each hooked call is also re-run on every twin with the recorded inputs cast
+to the twin's compute dtype, and the twin's outputs are compared with the float64 twin's, giving that
+precision's own noise for the tensor (oracle-table mode `isolated:<precision>`, conformance/precisions.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..metrics import noise_metrics
+from ..precisions import noise_mode
 from ..store.schema import bfloat16_to_float32
 from .recorder import flatten, tensor_to_numpy
 
@@ -31,12 +39,14 @@ STATUS_STRUCTURE = "structure_mismatch"
 
 
 def upcast(value: Any, dtype: torch.dtype) -> Any:
-    """A deep copy of call inputs with every floating tensor (and float array) cast to `dtype`."""
+    """A deep copy of call inputs with every floating tensor cast to `dtype` (float arrays: to float64 when
+    `dtype` is float64, else kept as they are: numpy inputs are what the official code converts itself)."""
     if isinstance(value, torch.Tensor):
         out = value.detach().clone()
         return out.to(dtype) if out.is_floating_point() else out
     if isinstance(value, np.ndarray):
-        return value.astype(np.float64) if value.dtype.kind == "f" else value.copy()
+        widen = value.dtype.kind == "f" and dtype == torch.float64
+        return value.astype(np.float64) if widen else value.copy()
     if isinstance(value, tuple):
         return tuple(upcast(v, dtype) for v in value)
     if isinstance(value, list):
@@ -60,6 +70,22 @@ def upcast(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
+@dataclass
+class OracleTwin:
+    """A twin of the recorded model at another precision: its roots (same prefixes as the recorder's), the dtype
+    its inputs are cast to, a context it computes in, and its versions of recorded free functions."""
+
+    precision: str  # a conformance.precisions name: the oracle-table mode is `isolated:<precision>`
+    roots: Mapping[str, torch.nn.Module]
+    dtype: torch.dtype
+    context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return noise_mode("isolated", self.precision)
+
+
 class IsolatedOracle:
     """Re-runs recorded calls on a float64 twin model with the recorded inputs, upcast.
 
@@ -68,6 +94,7 @@ class IsolatedOracle:
     functions: {key: callable} for recorded free functions (`:name`), called with the upcast inputs.
     skip: predicate over keys whose calls are not re-run (composite generation methods whose outputs
         are discrete decisions, not float tensors).
+    twins: precision twins re-run on the same inputs, each compared with the float64 twin's outputs.
     """
 
     def __init__(
@@ -78,8 +105,10 @@ class IsolatedOracle:
         functions: Mapping[str, Callable[..., Any]] | None = None,
         skip: Callable[[str], bool] | None = None,
         dtype: torch.dtype = torch.float64,
+        twins: list[OracleTwin] | None = None,
     ) -> None:
         self.twin_roots = dict(twin_roots)
+        self.twins = list(twins or [])
         self.precision = precision
         self.functions = dict(functions or {})
         self.skip = skip or (lambda key: False)
@@ -90,21 +119,25 @@ class IsolatedOracle:
         return not self.skip(key) and self._target(key) is not None
 
     def snapshot(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return upcast(args, self.dtype), upcast(dict(kwargs), self.dtype)
+        """Copies of the inputs for the float64 twin and each precision twin, taken before the call runs (a call
+        may update its inputs in place, a KV cache)."""
+        twins = {twin.precision: (upcast(args, twin.dtype), upcast(dict(kwargs), twin.dtype)) for twin in self.twins}
+        return upcast(args, self.dtype), upcast(dict(kwargs), self.dtype), twins
 
-    def _target(self, key: str) -> Callable[..., Any] | None:
-        if key in self.functions:
-            return self.functions[key]
+    def _target(self, key: str, twin: OracleTwin | None = None) -> Callable[..., Any] | None:
+        functions = self.functions if twin is None else twin.functions
+        if key in functions:
+            return functions[key]
         path, _, method = key.partition(":")
-        module = self._resolve(path)
+        module = self._resolve(path, self.twin_roots if twin is None else twin.roots)
         if module is None:
             return None
-        return getattr(module, method) if method else module
+        return getattr(module, method, None) if method else module
 
-    def _resolve(self, path: str) -> Any:
+    def _resolve(self, path: str, roots: Mapping[str, torch.nn.Module]) -> Any:
         if path == "(root)":
             path = ""
-        for prefix, root in self.twin_roots.items():
+        for prefix, root in roots.items():
             if path == prefix:
                 return root
             if prefix == "" or path.startswith(prefix + "."):
@@ -115,16 +148,32 @@ class IsolatedOracle:
                     continue
         return None
 
-    def measure(self, key: str, snapshot: Any, outputs: Any) -> list[tuple[str, str, dict[str, float]]]:
+    def measure(self, key: str, snapshot: Any, outputs: Any) -> list[tuple[str, str, dict[str, float], str]]:
+        """(role, status, metrics, mode) rows: the recorded outputs' noise (mode `isolated`), then each precision
+        twin's (`isolated:<precision>`), all against the float64 twin's outputs on the same inputs."""
         target = self._target(key)
-        args, kwargs = snapshot
+        args, kwargs, twin_inputs = snapshot
         try:
             with torch.no_grad(), self.precision():
                 twin_outputs = target(*args, **kwargs)  # type: ignore[misc]
         except Exception as exc:  # the oracle must never break a recording; say why it is missing
             self.failures[key] = f"{type(exc).__name__}: {exc}"
             return []
-        return list(self._compare(flatten(outputs, "outputs", top=True), flatten(twin_outputs, "outputs", top=True)))
+        reference = flatten(twin_outputs, "outputs", top=True)
+        rows = [(*row, "isolated") for row in self._compare(flatten(outputs, "outputs", top=True), reference)]
+        for twin in self.twins:
+            other = self._target(key, twin)
+            if other is None:
+                continue
+            twin_args, twin_kwargs = twin_inputs[twin.precision]
+            try:
+                with torch.no_grad(), twin.context():
+                    produced = other(*twin_args, **twin_kwargs)
+            except Exception as exc:  # a twin that cannot run a call leaves that tensor without its noise
+                self.failures[f"{key} ({twin.precision})"] = f"{type(exc).__name__}: {exc}"
+                continue
+            rows.extend((*row, twin.mode) for row in self._compare(flatten(produced, "outputs", top=True), reference))
+        return rows
 
     def _compare(self, recorded: dict[str, Any], twin: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, float]]]:
         discrete = False
@@ -138,8 +187,10 @@ class IsolatedOracle:
             if not isinstance(other, (torch.Tensor, np.ndarray)):
                 rows.append((role, STATUS_STRUCTURE, {}))
                 continue
-            other_raw, _ = tensor_to_numpy(other)
-            if raw.dtype.kind not in "fc":
+            other_raw, other_logical = tensor_to_numpy(other)
+            if other_logical is not None:
+                other_raw = _widen(other_raw, other_logical)
+            if raw.dtype.kind not in "fc" and logical is None:
                 if raw.shape != other_raw.shape or not np.array_equal(raw, other_raw):
                     discrete = True
                 continue
