@@ -38,11 +38,11 @@ import torch
 
 from .. import __version__
 from ..errors import UsageError
+from ..precisions import Precision
 from ..store.reader import GoldenStore
 from ..store.schema import REFERENCE64_ATTR, checksum
 from ..store.writer import AsyncCaseWriter, GoldenWriter, StoragePolicy, remove_stale_partials
 from .io import CaseIO
-from ..precisions import Precision
 from .oracle import IsolatedOracle, OracleTwin
 from .recorder import ChecksumTap, FunctionSpec, MethodSpec, Recorder, versioned_tensors
 from .twins import ChainedNoiseTap, apply_weight_format

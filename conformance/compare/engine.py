@@ -35,6 +35,7 @@ import numpy as np
 from .. import subjects
 from ..errors import ConformanceError, UsageError
 from ..metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
+from ..precisions import noise_mode, record_command
 from ..store import manifest, tree
 from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
@@ -89,6 +90,7 @@ class CheckOptions:
     keep_failing: int = 4  # failing calls per case and mode whose candidate outputs are kept for the report
     keep_failing_bytes: int = 8 << 20  # byte budget per run for those
     repeat: int = 1  # chained runs per case; from 2 on, runs 2..N are compared bit for bit with run 1 (mode "repeat")
+    precision: str | None = None  # the candidate's precision, over the policy's (conformance/precisions.py)
 
 
 def _is_array(value: Any) -> bool:
@@ -148,8 +150,28 @@ class Judge:
         their recorded inputs, their outputs differ from float64 exactly as in a chained run."""
         return self._noise(leaf)[0]
 
+    def precision(self, leaf: LeafRecord) -> str | None:
+        """The precision this tensor is judged at (None: float32, the golden's own noise)."""
+        return self.policy.precision_for(leaf.key, leaf.role, leaf.dtype, self.mode)
+
+    def _twin_noise(self, leaf: LeafRecord, precision: str) -> dict[str, float] | None:
+        """The noise of the official model at `precision` for this tensor, measured by its precision twin: isolated,
+        the twin's re-run of the call on the golden inputs (else, for calls the oracle does not re-run, its
+        whole-case run); chained, its whole-case run. Both against the clean float64 oracle."""
+        modes = [noise_mode(self.mode, precision)]
+        if self.mode == "isolated":
+            modes.append(noise_mode("chained", precision))
+        for mode in modes:
+            record = self.case.oracle(leaf.key, leaf.call, leaf.role, mode)
+            if record is not None:
+                return dict(record.metrics) if record.status == "ok" else None
+        return None
+
     def _noise(self, leaf: LeafRecord) -> tuple[dict[str, float] | None, bool]:
         """(noise, whether it is the calibration fallback standing in for a chained noise: _fallback_noise)."""
+        precision = self.precision(leaf)
+        if precision is not None:
+            return self._twin_noise(leaf, precision), False
         if self.mode == "isolated":
             record = self.case.oracle(leaf.key, leaf.call, leaf.role)
             if record is not None:
@@ -364,7 +386,8 @@ class Judge:
     def _judge_float(self, result: TensorResult, leaf: LeafRecord,
                      measure: Callable[[float, float], Metrics]) -> TensorResult:  # fmt: skip
         noise, fallback = self._noise(leaf)
-        resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, noise)
+        precision = self.precision(leaf)
+        resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, noise, precision)
         metrics = measure(resolved.thresholds.get("atol", 0.0), resolved.thresholds.get("rtol", 0.0))
         thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
                                      "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
@@ -375,6 +398,9 @@ class Judge:
             result.source += (f", fallback: isolated noise carried along the data flow "
                               f"x{self.policy.calibration.fallback_factor:g} (no float64 reference)")  # fmt: skip
         result.noise = noise
+        if precision is not None:
+            result.precision = precision
+            result.source += f", at {precision}"
         result.status, result.margin, result.message, result.min_tolerance = _verdict(metrics, thresholds)
         return self._apply_xfail(result, resolved.xfail)
 
@@ -1010,6 +1036,8 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path
         )
     first = store.case(names[0]) if names else None
+    policy = policy.at_precision(options.precision)
+    require_twins(store, names, policy)
     modes = run_modes(options)
     run = RunResult(
         candidate=candidate.description,
@@ -1085,6 +1113,18 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                                     "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
     run.seconds = time.time() - started
     return run
+
+
+def require_twins(store: GoldenStore, names: list[str], policy: Policy) -> None:
+    """Every precision the policy judges at must have its twin's noise in the golden: a UsageError (exit 2) naming
+    the golden, the precision and the `record` options that record it, rather than judging on defaults."""
+    for precision in policy.precisions_named():
+        wanted = {noise_mode("isolated", precision), noise_mode("chained", precision)}
+        for name in names:
+            if not any(record.mode in wanted for record in store.case(name).oracle_records()):
+                raise UsageError(f"case {name!r} has no {precision} twin to judge a {precision} candidate against; record "
+                                 f"one with `conformance record {record_command(precision)} ...` (docs/precision.md)",
+                                 path=store.path)  # fmt: skip
 
 
 def installed_subject(case: Case, notes: list[str]) -> Any:

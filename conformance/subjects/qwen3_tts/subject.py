@@ -119,7 +119,7 @@ class Qwen3TTSSubject(Subject):
             from .official_binding import OfficialCandidate, parse_spec
 
             return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
-        raise UsageError(f"unknown candidate {spec!r} (impl[:float32|float64], official[:...], dump:PATH)")
+        raise UsageError(f"unknown candidate {spec!r} (impl[:float32|float64|bfloat16], official[:...], dump:PATH)")
 
     # -- tokens ----------------------------------------------------------------------------------------------
     def tokens(self, case: Case) -> TokenLayout | None:
