@@ -89,6 +89,19 @@ def test_the_official_model_at_a_precision_passes_it_and_fails_float32(
     assert code == 1 and summary["counts"]["fail"] > 0
 
 
+def test_the_impl_computing_in_bfloat16_passes_bfloat16_and_fails_float32(
+    capsys: pytest.CaptureFixture[str], golden: Path, tmp_path: Path
+) -> None:
+    """impl:bfloat16 is the NumPy impl on ml_dtypes' bfloat16 (float32 accumulation, float32 where the official
+    code forces it): right by construction at bfloat16, and really in bfloat16 (it fails the float32 budgets)."""
+    code, err, summary = check(capsys, golden, tmp_path / "own", "impl:bfloat16", "--precision", "bfloat16")
+    assert code == 0, err
+    assert summary["counts"]["fail"] == 0 and summary["counts"]["pass"] > 0
+    assert set(summary["modes"]) == {"isolated", "chained"}
+    code, _, summary = check(capsys, golden, tmp_path / "f32", "impl:bfloat16", "--mode", "isolated")
+    assert code == 1 and summary["counts"]["fail"] > summary["counts"]["pass"]
+
+
 def test_a_precision_the_golden_has_no_twin_of_is_exit_2_naming_the_record_option(
     capsys: pytest.CaptureFixture[str], golden: Path, tmp_path: Path
 ) -> None:
