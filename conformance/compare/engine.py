@@ -67,6 +67,9 @@ STREAM_ELEMENTS = 1 << 22  # elements read per golden chunk by the reader thread
 STREAM_RING = 5  # buffers the reader cycles through: the queue holds 2 chunks, the consumer one, the reader one
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# a case note a candidate adds when its tensors say it runs at another precision than it is judged at (a float16
+# dump judged on float32 noise): lifted to the run's notes, which the console prints
+PRECISION_HINT = "precision hint"
 
 
 class CheckerError(RuntimeError):
@@ -1105,6 +1108,8 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
         result.growth = growth(result)
         run.cases.append(result)
     run.notes.extend(calibration_notes(run.cases))
+    hints = [note for case in run.cases for note in case.notes if note.startswith(PRECISION_HINT)]
+    run.notes.extend(dict.fromkeys(hints))
     run.candidate = candidate.description  # after loading: a candidate may only then know what it is
     try:
         run.candidate_provenance = candidate.provenance()

@@ -207,3 +207,31 @@ def test_a_bfloat16_candidate_with_one_bug_is_caught_and_blamed_or_documents_the
     run = check_goldens(golden, mutated(bug, "float32"), load_policy(None), modes=("isolated",), cases=[case])
     blame = run.cases[0].blame["isolated"]
     assert run.verdict == "fail" and blame is not None and blame.key.endswith(module)
+
+
+def test_a_float16_dump_of_the_foreign_port_is_judged_at_float16_when_asked_else_fails_with_a_note(
+    capsys: pytest.CaptureFixture[str], golden: Path, tmp_path: Path
+) -> None:
+    """examples/foreign_port with --dtype float16 (weights stored and tensors dumped in float16): within the official
+    model's own float16 error, so it passes --precision float16; judged on float32 noise it fails, and the note
+    says which precision its tensors are in and how to ask for it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    assert cli_main(["export", "--goldens", str(golden), "--cases", CASES[0], "-o", str(tmp_path / "export")]) == 0
+    dump = tmp_path / "dump" / f"{CASES[0]}.safetensors"
+    done = subprocess.run([sys.executable, str(root / "examples/foreign_port/port.py"), "--export",
+                           str(tmp_path / "export" / CASES[0]), "-o", str(dump), "--dtype", "float16"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    extra = ("--map", str(root / "examples/foreign_port/map.toml"), "--cases", CASES[0])
+    code, err, summary = check(
+        capsys, golden, tmp_path / "f16", f"dump:{dump.parent}", *extra, "--precision", "float16"
+    )
+    assert code == 0, err
+    assert summary["counts"]["fail"] == 0 and summary["counts"]["pass"] > 0
+    code, err, summary = check(capsys, golden, tmp_path / "f32", f"dump:{dump.parent}", *extra)
+    assert code == 1 and summary["counts"]["fail"] > 0
+    hints = [note for note in summary["notes"] if "--precision float16" in note]
+    assert hints and "holds float16 tensors" in hints[0] and "--precision float16" in err
