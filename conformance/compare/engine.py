@@ -157,6 +157,16 @@ class Judge:
         """The precision this tensor is judged at (None: float32, the golden's own noise)."""
         return self.policy.precision_for(leaf.key, leaf.role, leaf.dtype, self.mode)
 
+    def near_tie_margin(self, leaf: LeafRecord) -> float:
+        """The top-1 margin below which a flip of these logits is a near tie: the policy's, widened at a reduced
+        precision to twice the largest error that precision's official twin made on these very logits (two logits
+        each off by that much swap when their gap is below twice it)."""
+        margin = self.policy.tokens.near_tie_margin
+        precision = self.precision(leaf)
+        noise = self._twin_noise(leaf, precision) if precision is not None else None
+        largest = (noise or {}).get("max_abs")
+        return max(margin, 2 * largest) if largest is not None and math.isfinite(largest) else margin
+
     def _twin_noise(self, leaf: LeafRecord, precision: str) -> dict[str, float] | None:
         """The noise of the official model at `precision` for this tensor, measured by its precision twin: isolated,
         the twin's re-run of the call on the golden inputs (else, for calls the oracle does not re-run, its
@@ -609,11 +619,12 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
             if keeper is not None:
                 keeper.offer(tensor, produced.get(leaf.role))
             if judge.policy.tokens.is_logits(leaf.key) and tensor.status != NOT_COVERED:
-                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result)
+                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result,
+                                near_tie_margin=judge.near_tie_margin(leaf))  # fmt: skip
             step = model_step(subject, case, leaf)
             if step is not None and tensor.status != NOT_COVERED:
                 _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result, TEACHER_FORCED_MODEL, step,
-                                subject)  # fmt: skip
+                                subject, judge.near_tie_margin(leaf))  # fmt: skip
 
 
 TEACHER_FORCED, TEACHER_FORCED_MODEL = "teacher_forced", "teacher_forced_model"
@@ -637,7 +648,7 @@ def _token_axes(subject: Any, case: Case) -> tuple[tuple[str, ...], int | None]:
 
 def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult,
                     mode: str = TEACHER_FORCED, step: tuple[int, ...] | None = None,
-                    subject: Any = None) -> None:  # fmt: skip
+                    subject: Any = None, near_tie_margin: float | None = None) -> None:  # fmt: skip
     """Classify the candidate's top-1 on the golden history against the golden's: per logits head
     ("teacher_forced", the head re-run on golden hidden states) or per whole-model step ("teacher_forced_model",
     at the token index `step`)."""
@@ -647,7 +658,8 @@ def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, re
     mine = last_position(value)
     axes, batch_axis = _token_axes(subject, case) if step is not None else ((), None)
     for row in range(golden.shape[0]):
-        finding = classify(golden[row], mine[row], policy.tokens.near_tie_margin)
+        margin = policy.tokens.near_tie_margin if near_tie_margin is None else near_tie_margin
+        finding = classify(golden[row], mine[row], margin)
         index = list(step) if step is not None else None
         if index is not None and batch_axis is not None:
             index[batch_axis] = row  # row r of the step's logits chose the token of batch item r

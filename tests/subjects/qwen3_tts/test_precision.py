@@ -235,3 +235,19 @@ def test_a_float16_dump_of_the_foreign_port_is_judged_at_float16_when_asked_else
     assert code == 1 and summary["counts"]["fail"] > 0
     hints = [note for note in summary["notes"] if "--precision float16" in note]
     assert hints and "holds float16 tensors" in hints[0] and "--precision float16" in err
+
+
+def test_token_near_ties_widen_to_the_precisions_own_error_on_those_logits(golden: Path) -> None:
+    """A bfloat16 model flips more near ties: at a precision, a flip between logits closer than twice the largest
+    error the official twin made on them is a near tie, not a swap."""
+    from conformance.compare.engine import Judge
+
+    policy = load_policy(None)
+    with GoldenStore(golden) as store:
+        case = store.case(CASES[1])
+        leaf = case.leaf("talker.codec_head", 0, "outputs/0")
+        noise = case.oracle(leaf.key, leaf.call, leaf.role, "isolated:bfloat16")
+        assert noise is not None
+        assert Judge(policy, case, None, "isolated").near_tie_margin(leaf) == policy.tokens.near_tie_margin
+        widened = Judge(policy.at_precision("bfloat16"), case, None, "isolated").near_tie_margin(leaf)
+        assert widened == 2 * noise.metrics["max_abs"] > 10 * policy.tokens.near_tie_margin
