@@ -251,3 +251,23 @@ def test_token_near_ties_widen_to_the_precisions_own_error_on_those_logits(golde
         assert Judge(policy, case, None, "isolated").near_tie_margin(leaf) == policy.tokens.near_tie_margin
         widened = Judge(policy.at_precision("bfloat16"), case, None, "isolated").near_tie_margin(leaf)
         assert widened == 2 * noise.metrics["max_abs"] > 10 * policy.tokens.near_tie_margin
+
+
+def test_the_report_says_the_precision_judged_at_and_overlays_the_official_error_at_it(
+    capsys: pytest.CaptureFixture[str], golden: Path, tmp_path: Path
+) -> None:
+    from conformance.report import view
+
+    code, err = run_cli(capsys, "check", "--goldens", golden, "--candidate", "impl:bfloat16", "--precision", "bfloat16",
+                        "--cases", CASES[0], "--reports", tmp_path, "-q")  # fmt: skip
+    assert code == 0, err
+    page = (tmp_path / "index.html").read_text()
+    assert "judged at <b>bfloat16</b>" in page and "official bfloat16 noise (its precision twin vs float64)" in page
+    assert "noise at bfloat16: max_abs" in page  # per tensor, the noise it was judged against
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    points = view.drift_points(summary["cases"][0])
+    overlaid = [p for p in points if p.get("chained", {}).get("rel_official") is not None]
+    assert len(overlaid) == len(points) and all(p["chained"]["precision"] == "bfloat16" for p in overlaid)
+    # the candidate's own error sits within k x the official error at bfloat16 the chart draws beside it
+    k = summary["policy"]["calibration"]["k"]
+    assert all(p["chained"]["rel"] <= k * p["chained"]["rel_official"] for p in overlaid)
