@@ -116,7 +116,9 @@ class IsolatedOracle:
         self.failures: dict[str, str] = {}
 
     def wants(self, key: str) -> bool:
-        return not self.skip(key) and self._target(key) is not None
+        if self.skip(key):  # a composite of discrete decisions: only the twins re-run it, for its decisions
+            return any(self._target(key, twin) is not None for twin in self.twins)
+        return self._target(key) is not None
 
     def snapshot(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Copies of the inputs for the float64 twin and each precision twin, taken before the call runs (a call
@@ -151,8 +153,10 @@ class IsolatedOracle:
     def measure(self, key: str, snapshot: Any, outputs: Any) -> list[tuple[str, str, dict[str, float], str]]:
         """(role, status, metrics, mode) rows: the recorded outputs' noise (mode `isolated`), then each precision
         twin's (`isolated:<precision>`), all against the float64 twin's outputs on the same inputs."""
-        target = self._target(key)
         args, kwargs, twin_inputs = snapshot
+        if self.skip(key):
+            return self._decisions(key, twin_inputs, outputs)
+        target = self._target(key)
         try:
             with torch.no_grad(), self.precision():
                 twin_outputs = target(*args, **kwargs)  # type: ignore[misc]
@@ -175,6 +179,42 @@ class IsolatedOracle:
             rows.extend((*row, twin.mode) for row in self._compare(flatten(produced, "outputs", top=True), reference))
         return rows
 
+    def _decisions(
+        self, key: str, twin_inputs: dict[str, Any], outputs: Any
+    ) -> list[tuple[str, str, dict[str, float], str]]:
+        """A composite of discrete decisions (a generation loop) re-run on each twin from the recorded inputs: when
+        the twin decides otherwise than the recording (another token), every tensor output of the call is marked
+        `discrete_mismatch` for that twin (no reference exists for it at that precision); when it decides alike,
+        nothing is recorded and its float outputs are judged on the twin's whole-case noise."""
+        recorded = flatten(outputs, "outputs", top=True)
+        rows: list[tuple[str, str, dict[str, float], str]] = []
+        for twin in self.twins:
+            target = self._target(key, twin)
+            if target is None:
+                continue
+            twin_args, twin_kwargs = twin_inputs[twin.precision]
+            try:
+                with torch.no_grad(), twin.context():
+                    produced = flatten(target(*twin_args, **twin_kwargs), "outputs", top=True)
+            except Exception as exc:
+                self.failures[f"{key} ({twin.precision})"] = f"{type(exc).__name__}: {exc}"
+                continue
+            differs = False
+            for role, value in recorded.items():
+                other = produced.get(role)
+                if not isinstance(value, (torch.Tensor, np.ndarray)) or not isinstance(
+                    other, (torch.Tensor, np.ndarray)
+                ):
+                    continue
+                raw, logical = tensor_to_numpy(value)
+                other_raw, other_logical = tensor_to_numpy(other)
+                if logical is None and other_logical is None and raw.dtype.kind not in "fc":
+                    differs = differs or raw.shape != other_raw.shape or not np.array_equal(raw, other_raw)
+            if differs:
+                rows.extend((role, STATUS_DISCRETE, {}, twin.mode) for role, value in recorded.items()
+                            if isinstance(value, (torch.Tensor, np.ndarray)))  # fmt: skip
+        return rows
+
     def _compare(self, recorded: dict[str, Any], twin: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, float]]]:
         discrete = False
         rows: list[tuple[str, str, dict[str, float]]] = []
@@ -192,7 +232,8 @@ class IsolatedOracle:
                 other_raw = _widen(other_raw, other_logical)
             if raw.dtype.kind not in "fc" and logical is None:
                 if raw.shape != other_raw.shape or not np.array_equal(raw, other_raw):
-                    discrete = True
+                    discrete = True  # another decision (codes, tokens): said on the integers themselves too
+                    rows.append((role, STATUS_DISCRETE, {}))
                 continue
             if raw.shape != other_raw.shape:
                 rows.append((role, STATUS_STRUCTURE, {}))

@@ -107,6 +107,7 @@ class ChainedNoiseTap(Hooks):
             if mine.dtype.kind not in "fc" or reference.dtype.kind not in "fc":
                 if not np.array_equal(mine, reference):
                     self.diverged = True
+                    self.rows.append((key, call, role, STATUS_DISCRETE, {}))
                 continue
             status = STATUS_DISCRETE if self.diverged else STATUS_OK
             with np.errstate(over="ignore", invalid="ignore"):  # additive masks: each dtype's own lowest value

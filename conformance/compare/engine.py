@@ -70,6 +70,7 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 # a case note a candidate adds when its tensors say it runs at another precision than it is judged at (a float16
 # dump judged on float32 noise): lifted to the run's notes, which the console prints
 PRECISION_HINT = "precision hint"
+BEYOND_PRECISION = "beyond the precision"  # a tensor past a decision the official model itself flips at the precision
 
 
 class CheckerError(RuntimeError):
@@ -167,18 +168,35 @@ class Judge:
         largest = (noise or {}).get("max_abs")
         return max(margin, 2 * largest) if largest is not None and math.isfinite(largest) else margin
 
-    def _twin_noise(self, leaf: LeafRecord, precision: str) -> dict[str, float] | None:
-        """The noise of the official model at `precision` for this tensor, measured by its precision twin: isolated,
-        the twin's re-run of the call on the golden inputs (else, for calls the oracle does not re-run, its
-        whole-case run); chained, its whole-case run. Both against the clean float64 oracle."""
+    def _twin_record(self, leaf: LeafRecord, precision: str) -> Any:
+        """The precision twin's record of this tensor: isolated, the twin's re-run of the call on the golden inputs
+        (else, for calls the oracle does not re-run, its whole-case run); chained, its whole-case run. Both
+        against the clean float64 oracle."""
         modes = [noise_mode(self.mode, precision)]
         if self.mode == "isolated":
             modes.append(noise_mode("chained", precision))
         for mode in modes:
             record = self.case.oracle(leaf.key, leaf.call, leaf.role, mode)
             if record is not None:
-                return dict(record.metrics) if record.status == "ok" else None
+                return record
         return None
+
+    def _twin_noise(self, leaf: LeafRecord, precision: str) -> dict[str, float] | None:
+        """The noise of the official model at `precision` for this tensor (see _twin_record)."""
+        record = self._twin_record(leaf, precision)
+        return dict(record.metrics) if record is not None and record.status == "ok" else None
+
+    def beyond_precision(self, leaf: LeafRecord) -> str | None:
+        """Why this tensor cannot be judged at the precision it is judged at, or None: the official model at that
+        precision itself took another discrete decision than float64 (a code, a token) at or before it, so past
+        that decision there is no reference at that precision. The decisions themselves are classified by the
+        token checks (near ties at the precision's own margin)."""
+        precision = self.precision(leaf)
+        record = self._twin_record(leaf, precision) if precision is not None else None
+        if record is None or record.status != "discrete_mismatch":
+            return None
+        return (f"{BEYOND_PRECISION}: the official model at {precision} itself takes another discrete decision than "
+                f"float64 {'in this call' if self.mode == 'isolated' else 'at or before this tensor'}")  # fmt: skip
 
     def _noise(self, leaf: LeafRecord) -> tuple[dict[str, float] | None, bool]:
         """(noise, whether it is the calibration fallback standing in for a chained noise: _fallback_noise)."""
@@ -296,6 +314,10 @@ class Judge:
     def judge(self, leaf: LeafRecord, value: Any, seq: tuple[int, int]) -> TensorResult:
         result = TensorResult(self.case.name, self.mode, leaf.key, leaf.call, leaf.role, PASS, leaf.dtype,
                               list(leaf.shape), seq_start=seq[0], seq_end=seq[1], tier=leaf.tier)  # fmt: skip
+        beyond = self.beyond_precision(leaf)
+        if beyond is not None:
+            result.status, result.message, result.precision = SKIPPED, beyond, self.precision(leaf) or ""
+            return result
         if value is None:
             result.status, result.message = NOT_COVERED, "the candidate produced no such tensor"
             return result
@@ -766,19 +788,21 @@ def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOp
         roots = sorted({key.split(".")[0].split(":")[0] or key for key in sink.unrecorded})
         result.notes.append(f"{sum(sink.unrecorded.values())} calls of {len(sink.unrecorded)} modules the golden "
                             f"did not record (under {', '.join(roots)}) were not checked")  # fmt: skip
-    _mark_unseen(case, options, result, sink.seen, "the candidate never made this call")
+    _mark_unseen(case, options, result, sink.seen, "the candidate never made this call", judge=judge)
     return sink.kept
 
 
 def _mark_unseen(case: Case, options: CheckOptions, result: CaseResult, seen: set[tuple[str, int]], message: str,
-                 status: str = NOT_COVERED) -> None:  # fmt: skip
+                 status: str = NOT_COVERED, judge: Judge | None = None) -> None:  # fmt: skip
     for call in case.calls_by_completion():
         if (call.key, call.call) in seen or not _want(call.key, options.modules):
             continue
         for leaf in _output_leaves(case, call.key, call.call):
-            result.tensors.append(TensorResult(case.name, "chained", leaf.key, leaf.call, leaf.role, status, leaf.dtype,
-                                               list(leaf.shape), seq_start=call.seq_start, seq_end=call.seq_end,
-                                               message=message))  # fmt: skip
+            beyond = judge.beyond_precision(leaf) if judge is not None and status == NOT_COVERED else None
+            result.tensors.append(TensorResult(case.name, "chained", leaf.key, leaf.call, leaf.role,
+                                               SKIPPED if beyond else status, leaf.dtype, list(leaf.shape),
+                                               seq_start=call.seq_start, seq_end=call.seq_end,
+                                               message=beyond or message))  # fmt: skip
 
 
 # -- repeat: determinism of the candidate -------------------------------------------------------------------------
@@ -1117,6 +1141,13 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             slot = run.artifacts.setdefault(name, {}).setdefault(index, {})
             for role, value in roles.items():
                 slot.setdefault(role, value)
+        beyond = [t for t in result.tensors if t.status == SKIPPED and t.message.startswith(BEYOND_PRECISION)]
+        if beyond:
+            earliest = min(beyond, key=lambda t: (t.seq_end, t.mode))
+            result.notes.append(f"{len(beyond)} tensor(s) skipped {BEYOND_PRECISION}: the official model at "
+                                f"{earliest.precision} itself takes another discrete decision than float64, first at "
+                                f"{earliest.name} ({earliest.mode}); no reference exists past it at that precision, and the "
+                                "decisions are classified by the token checks")  # fmt: skip
         result.growth = growth(result)
         run.cases.append(result)
     run.notes.extend(calibration_notes(run.cases))
