@@ -5,8 +5,8 @@ pass their own precision with 0 failures in both modes and fail the float32 poli
 one real bug each, which fail and are blamed on the mutated module, or, where bfloat16 cannot show the bug, pass
 with the numbers of that limit (the same bug in float32 is caught).
 
-One recording of two representative cases (the codec decode, and a generation through the talker and code
-predictor) keeps the tests fast; the committed goldens carry the same twins for every case (`TWINS` of
+One recording of three representative cases (the codec decode, a generation through the talker and code
+predictor, the codec encode whose residual quantizer the Q8_0 model decides otherwise) keeps the tests fast; the committed goldens carry the same twins for every case (`TWINS` of
 conformance/subjects/qwen3_tts/goldens.py)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from conformance.compare import check_goldens, load_policy
 from conformance.store import GoldenStore
 
 pytestmark = pytest.mark.official
-CASES = ("codec_decode_short", "tts_custom_voice")
+CASES = ("codec_decode_short", "tts_custom_voice", "codec_encode")
 TWINS = ("bfloat16", "float16", "q8_0")
 
 
@@ -65,7 +65,7 @@ def test_the_golden_keeps_each_twins_noise_isolated_and_chained(golden: Path) ->
             for twin in TWINS:
                 # every call the float32 oracle measured is measured on each twin too, and the whole-case run
                 # reports inputs and outputs of every call
-                assert modes[f"isolated:{twin}"] == modes["isolated"] > 0
+                assert modes[f"isolated:{twin}"] >= modes["isolated"] > 0
                 assert modes[f"chained:{twin}"] > modes["isolated"]
                 assert case.provenance["precision_twins"][twin]["chained"] == "measured against the float64 twin"
             decoder = [record for record in case.oracle_records() if record.mode == "isolated"][-1]
@@ -85,7 +85,8 @@ def test_the_official_model_at_a_precision_passes_it_and_fails_float32(
     assert judged and all(t["precision"] == precision and t["source"].endswith(f"at {precision}") for t in judged)
     assert {c["case"] for c in summary["cases"]} == set(CASES) and set(summary["modes"]) == {"isolated", "chained"}
     # the same candidate against the float32 budgets: the budgets matter
-    code, _, summary = check(capsys, golden, tmp_path / "f32", f"official:{precision}", "--mode", "isolated")
+    code, _, summary = check(capsys, golden, tmp_path / "f32", f"official:{precision}", "--mode", "isolated",
+                             "--cases", CASES[0])  # fmt: skip
     assert code == 1 and summary["counts"]["fail"] > 0
 
 
@@ -98,8 +99,32 @@ def test_the_impl_computing_in_bfloat16_passes_bfloat16_and_fails_float32(
     assert code == 0, err
     assert summary["counts"]["fail"] == 0 and summary["counts"]["pass"] > 0
     assert set(summary["modes"]) == {"isolated", "chained"}
-    code, _, summary = check(capsys, golden, tmp_path / "f32", "impl:bfloat16", "--mode", "isolated")
+    code, _, summary = check(capsys, golden, tmp_path / "f32", "impl:bfloat16", "--mode", "isolated", "--cases",
+                             CASES[0])  # fmt: skip
     assert code == 1 and summary["counts"]["fail"] > summary["counts"]["pass"]
+
+
+def test_a_decision_the_precision_itself_takes_otherwise_is_skipped_with_a_note_not_failed(
+    capsys: pytest.CaptureFixture[str], golden: Path, tmp_path: Path
+) -> None:
+    """Where the official model at a precision takes another discrete decision than float64 (here Q8_0 weights flip
+    a residual-quantizer code of the codec encode), no reference exists past it at that precision: those tensors
+    are skipped, said in a note, and the rest is judged."""
+    with GoldenStore(golden) as store:
+        case = store.case("codec_encode")
+        flipped = [r for r in case.oracle_records() if r.mode.endswith(":q8_0") and r.status == "discrete_mismatch"]
+    code, err, summary = check(capsys, golden, tmp_path, "official:q8_0", "--precision", "q8_0", "--cases",
+                               "codec_encode")  # fmt: skip
+    assert code == 0, err
+    (result,) = summary["cases"]
+    skipped = [t for t in result["tensors"] if t["status"] == "skipped"]
+    notes = [note for note in result["notes"] if "beyond the precision" in note]
+    if not flipped:  # this machine's kernels decide alike: nothing to skip
+        assert not skipped and not notes
+        return
+    assert skipped and all(t["message"].startswith("beyond the precision: the official model at q8_0") for t in skipped)
+    assert len(notes) == 1 and f"{len(skipped)} tensor(s) skipped" in notes[0]
+    assert summary["counts"]["pass"] > len(skipped)  # everything before the decision is judged
 
 
 def test_a_precision_the_golden_has_no_twin_of_is_exit_2_naming_the_record_option(
