@@ -4,7 +4,8 @@ level or inside a function, and `__import__`/`importlib.import_module` of a lite
 
 Rooms, lowest first; a room may import only the rooms listed for it (and itself):
 
-    base        conformance, conformance.errors, conformance.metrics, conformance.subjects (the registry module)
+    base        conformance, conformance.errors, conformance.metrics, conformance.precisions, conformance.subjects
+                (the registry module)
     store       base
     capture     store, base
     compare     store, base
@@ -37,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "kit": {"compare", "capture", "store", "base"},
     "subject": {"kit", "report", "ports", "compare", "capture", "store", "base"},
 }
-BASE = {"conformance", "conformance.errors", "conformance.metrics", "conformance.subjects"}
+BASE = {"conformance", "conformance.errors", "conformance.metrics", "conformance.precisions", "conformance.subjects"}
 CLI = {"conformance.cli", "conformance.pytest_plugin", "conformance.project"}
 KIT = {"conformance.subjects.torch_model"}
 # modules that load others by a computed name: the registry (subjects by name) and capture's lazy attributes

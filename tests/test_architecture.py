@@ -14,6 +14,7 @@ from tests import architecture
 ROOT = Path(__file__).resolve().parent.parent
 # the rooms that must know no model: everything of the package but the subject packages
 GENERIC = ("store", "capture", "compare", "report", "ports", "cli", "pytest_plugin.py", "errors.py", "metrics.py",
+           "precisions.py",
            "project.py", "__init__.py", "subjects/torch_model.py")  # fmt: skip
 SUBJECT_WORDS = re.compile(r"qwen|talker|codec|speech_tokenizer", re.IGNORECASE)
 

@@ -315,7 +315,7 @@ class Recorder(Hooks):
     """Records every call of the hooked modules of `roots` into one case of a golden store.
 
     oracle: an object with `wants(key)`, `snapshot(key, args, kwargs)` and `measure(key, snapshot,
-        outputs) -> [(role, status, metrics)]`, called around each call (see capture/oracle.py).
+        outputs) -> [(role, status, metrics, mode)]`, called around each call (see capture/oracle.py).
     """
 
     def __init__(
@@ -371,8 +371,8 @@ class Recorder(Hooks):
                 measured = self.oracle.measure(frame.key, frame.snapshot, output)
             finally:
                 self.suspended = False
-            for role, status, metrics in measured:
-                self.case.add_oracle(frame.key, frame.call, role, "isolated", status, metrics)
+            for role, status, metrics, mode in measured:
+                self.case.add_oracle(frame.key, frame.call, role, mode, status, metrics)
             frame.snapshot = None
         self.calls_recorded += 1
         if self.on_call is not None:

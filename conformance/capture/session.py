@@ -11,7 +11,11 @@ outputs and its provenance (generic fields, then the subject's own). Around that
   the official model computed every recorded tensor bit for bit again;
 * the float64 twin: a float32 or bfloat16 store gets the same cases recorded in clean float64 beside it
   (`reference64_path(out)`), the reference that calibrates chained thresholds. The store names its twin, and
-  both files are put in place only once both are complete.
+  both files are put in place only once both are complete;
+* precision twins (`twins`: bfloat16, float16, quantized weights; conformance/precisions.py): the oracle re-runs
+  every hooked call on each twin too, and each case runs once more on each twin, compared tensor by tensor with
+  the float64 twin recording: the store keeps each twin's noise records, isolated and chained
+  (capture/twins.py).
 
 Cases of several subjects can go into one store (`parts`: one Recording and its cases per subject).
 """
@@ -34,15 +38,18 @@ import torch
 
 from .. import __version__
 from ..errors import UsageError
+from ..precisions import Precision
 from ..store.reader import GoldenStore
 from ..store.schema import REFERENCE64_ATTR, checksum
 from ..store.writer import AsyncCaseWriter, GoldenWriter, StoragePolicy, remove_stale_partials
 from .io import CaseIO
-from .oracle import IsolatedOracle
+from .oracle import IsolatedOracle, OracleTwin
 from .recorder import ChecksumTap, FunctionSpec, MethodSpec, Recorder, versioned_tensors
+from .twins import ChainedNoiseTap, apply_weight_format
 
 DTYPES = ("float32", "float64", "bfloat16")
-TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+                "float16": torch.float16}  # fmt: skip
 
 
 class Recording(Protocol):
@@ -156,6 +163,8 @@ def record(
     on_skip: Callable[[str, str], None] | None = None,
     determinism: bool = True,
     reference64: bool = True,
+    twins: Sequence[Precision] = (),
+    twins_reference: str | Path | None = None,
 ) -> Path:
     """Record each part's cases into the golden store `out` (written atomically). Returns the path written.
 
@@ -164,7 +173,13 @@ def record(
     tensor came out bit-identical (`determinism` in the case provenance). reference64: a float32 or bfloat16
     recording also records the same cases in clean float64 beside it (`reference64_path(out)`).
     on_case(case name, index, total), on_skip(case name, why), on_call(module key): progress callbacks.
+    twins: precision twins whose noise is recorded beside the float32 noise (isolated: with the oracle; chained:
+    against the float64 twin, so with `reference64`, or against `twins_reference`: an existing clean float64
+    recording of the same cases, as the committed goldens pair theirs through the manifest).
     """
+    if twins and (dtype != "float32" or oracle is False):
+        raise UsageError("precision twins are recorded with a float32 golden and its float64 oracle (drop "
+                         "--no-oracle, record float32)")  # fmt: skip
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r} ({', '.join(DTYPES)})")
     torch.set_num_threads(threads)
@@ -196,16 +211,24 @@ def record(
         if reference is not None:
             writer.set_attribute(REFERENCE64_ATTR, reference.link)
         index = 0
-        for recording, cases in runnable:
-            models = recording.load(dtype)
-            twin = recording.load("float64") if use_oracle else None
-            for case in cases:
-                if on_case:
-                    on_case(case.name, index, total)
-                index += 1
-                _record_case(writer, recording, models, twin, case, Path(out), dtype=dtype, threads=threads,
-                             modules=modules, command=command, on_call=on_call, determinism=determinism,
-                             sample_oracle=sample_oracle)  # fmt: skip
+        against = reference.staged if reference is not None else twins_reference
+        reference_store = GoldenStore(against) if against is not None and twins else None
+        try:
+            for recording, cases in runnable:
+                models = recording.load(dtype)
+                twin = recording.load("float64") if use_oracle else None
+                precision_models = {p.name: recording.load(p.compute) for p in twins}
+                for case in cases:
+                    if on_case:
+                        on_case(case.name, index, total)
+                    index += 1
+                    _record_case(writer, recording, models, twin, case, Path(out), dtype=dtype, threads=threads,
+                                 modules=modules, command=command, on_call=on_call, determinism=determinism,
+                                 sample_oracle=sample_oracle, twins=[(p, precision_models[p.name]) for p in twins],
+                                 reference=reference_store)  # fmt: skip
+        finally:
+            if reference_store is not None:
+                reference_store.close()
     if reference is not None:
         reference.publish_with(writer)
     return Path(out)
@@ -214,7 +237,8 @@ def record(
 def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: Any, case: Any, out: Path, *,
                  dtype: str, threads: int, modules: list[str] | None, command: str,
                  on_call: Callable[[str], None] | None, determinism: bool,
-                 sample_oracle: bool = False) -> None:  # fmt: skip
+                 sample_oracle: bool = False, twins: Sequence[tuple[Precision, Any]] = (),
+                 reference: GoldenStore | None = None) -> None:  # fmt: skip
     torch.manual_seed(recording.seed)
     roots = recording.roots(models, case)
     provenance: dict[str, Any] = {
@@ -245,7 +269,8 @@ def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: 
             skip_keys = {spec.key for spec in methods if not spec.oracle}  # discrete (generate, encode): not re-run
             isolated = IsolatedOracle(recording.roots(twin, case), precision=lambda: recording.precision("float64"),
                                       functions=recording.oracle_functions(),
-                                      skip=lambda key: key in skip_keys, sample=sample_oracle)  # fmt: skip
+                                      skip=lambda key: key in skip_keys, sample=sample_oracle,
+                                      twins=[_oracle_twin(recording, p, m, case) for p, m in twins])  # fmt: skip
         io = CaseIO(recording.size)
         started = time.time()
         background = AsyncCaseWriter(case_writer)
@@ -263,6 +288,9 @@ def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: 
             torch.manual_seed(recording.seed)
             case_writer.provenance["determinism"] = determinism_check(recording, models, case, dtype,
                                                                       recorder.checksums(), io, modules)  # fmt: skip
+        if twins:
+            case_writer.provenance["precision_twins"] = _chained_twins(case_writer, recording, case, twins, reference,
+                                                                       dtype=dtype, modules=modules)  # fmt: skip
         case_writer.provenance["calls_recorded"] = recorder.calls_recorded
         if isolated is not None and isolated.failures:
             case_writer.provenance["oracle_failures"] = isolated.failures
@@ -273,6 +301,57 @@ def _record_case(writer: GoldenWriter, recording: Recording, models: Any, twin: 
             case_writer.add_input(name, value)
         for name, value in io.outputs.items():
             case_writer.add_output(name, value)
+
+
+def _twin_roots(recording: Recording, precision: Precision, models: Any, case: Any) -> dict[str, torch.nn.Module]:
+    roots = recording.roots(models, case)
+    apply_weight_format(roots, precision)
+    return roots
+
+
+def _oracle_twin(recording: Recording, precision: Precision, models: Any, case: Any) -> OracleTwin:
+    """The isolated oracle's twin at `precision`: the subject's models in its compute dtype, weights stored in its
+    format, the recorded free functions called as the official code defines them."""
+
+    def called(spec: FunctionSpec) -> Callable[..., Any]:
+        return lambda *args, **kwargs: getattr(spec.namespace, spec.name)(*args, **kwargs)
+
+    return OracleTwin(precision.name, _twin_roots(recording, precision, models, case), TORCH_DTYPES[precision.compute],
+                      lambda: recording.precision(precision.compute),
+                      {spec.key: called(spec) for spec in recording.functions() if spec.oracle})  # fmt: skip
+
+
+def _chained_twins(case_writer: Any, recording: Recording, case: Any, twins: Sequence[tuple[Precision, Any]],
+                   reference: GoldenStore | None, *, dtype: str, modules: list[str] | None) -> dict[str, Any]:  # fmt: skip
+    """Run `case` once more on each precision twin, hooked, and store each tensor's noise against the float64 twin
+    recording (mode `chained:<precision>`). Returns the provenance entry: per twin, what it is and how its
+    chained noise was measured."""
+    out: dict[str, Any] = {}
+    for precision, models in twins:
+        entry: dict[str, Any] = {"compute": precision.compute, "weights": precision.weights or precision.compute}
+        out[precision.name] = entry
+        if reference is None or case.name not in reference.cases:
+            entry["chained"] = "not measured: no float64 twin recording (recorded with --no-reference64)"
+            continue
+        started = time.time()
+        torch.manual_seed(recording.seed)
+        roots = _twin_roots(recording, precision, models, case)
+        tap = ChainedNoiseTap(roots, reference.case(case.name), precision.name, dtype, include=modules,
+                              exclude=recording.excluded(case), methods=recording.methods(roots),
+                              functions=recording.functions())  # fmt: skip
+        try:
+            with recording.precision(precision.compute), torch.no_grad(), versioned_tensors(), tap:
+                recording.run(models, case, CaseIO(recording.size))
+        except Exception as exc:  # a twin that cannot run the case leaves its chained noise unmeasured, said why
+            entry["chained"] = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            continue
+        for key, call, role, status, metrics in tap.rows:
+            case_writer.add_oracle(key, call, role, tap.mode, status, metrics)
+        entry["chained"] = "measured against the float64 twin"
+        entry["chained_records"] = len(tap.rows)
+        entry["decisions_diverged"] = tap.diverged
+        entry["seconds"] = round(time.time() - started, 3)
+    return out
 
 
 def determinism_check(recording: Recording, models: Any, case: Any, dtype: str,

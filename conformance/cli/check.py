@@ -13,6 +13,7 @@ from ..compare import STATUSES, check_goldens, find_policy, load_policy
 from ..compare.provenance import difference_line
 from ..compare.run import MODES
 from ..ports import CandidateSpec, add_replay_bundles
+from ..precisions import PRECISIONS
 from ..report import render_from_summary, write_reports
 from .common import command_line
 
@@ -42,6 +43,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p.add_argument("--policy", type=Path,
                    help="tolerance policy (TOML, or a pyproject.toml with [tool.conformance]); default: "
                         "./conformance-policy.toml, else ./pyproject.toml's table, else built-in")  # fmt: skip
+    p.add_argument("--precision", choices=tuple(PRECISIONS),
+                   help="the precision the candidate runs at: calibrated thresholds scale the official model's own "
+                        "noise at that precision (its twin, recorded with `record --precisions/--weights-quant`); "
+                        "default: the policy's `precision`, else float32 (docs/precision.md)")  # fmt: skip
     p.add_argument("--cases", nargs="+", metavar="CASE", help="check only these cases")
     p.add_argument("--modules", nargs="+", metavar="GLOB", help="check only modules whose key matches a glob")
     p.add_argument("--reference64", type=Path,
@@ -93,7 +98,7 @@ def cmd_check(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             reference64=args.reference64, allow_partial=args.allow_partial, repeat=args.repeat,
                             jobs=args.jobs, command=command_line(argv), on_progress=progress,
                             reference_from_candidate=args.reference_from_candidate,
-                            checkpoint=args.checkpoint)  # fmt: skip
+                            checkpoint=args.checkpoint, precision=args.precision)  # fmt: skip
     add_replay_bundles(run)
     summary = write_reports(run, args.reports, html=not args.no_html)
     console.print(f"reports in {args.reports}/: summary.json junit.xml summary.md history.jsonl"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import subjects
+from .. import precisions, subjects
 from ..errors import UsageError
 from ..store import GoldenStore, StoragePolicy
 from .common import EXIT_OK, command_line
@@ -64,6 +64,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
                    help="do not record the clean float64 twin (<output>.float64.h5) that float32 and bfloat16 "
                         "recordings get by default; without it a check calibrates chained thresholds on scaled "
                         "isolated noise (a looser fallback, reported as such)")  # fmt: skip
+    p.add_argument("--precisions", default="", metavar="LIST",
+                   help="precision twins to record the noise of, comma-separated: bfloat16, float16 (compute in that "
+                        "dtype, weights cast); `check --precision NAME` judges a candidate on it (docs/precision.md)")  # fmt: skip
+    p.add_argument("--weights-quant", default="", metavar="LIST",
+                   help="weight-format twins to record the noise of, comma-separated: f16, q8_0, q4_0 (weights stored "
+                        "as ggml does, float32 compute; judged with --precision f16-weights, q8_0, q4_0)")  # fmt: skip
     p.add_argument("--attn-implementation", default="eager", choices=("eager", "sdpa"),
                    help="attention implementation of the official model (default eager: explicit masks)")  # fmt: skip
     p.add_argument("--compression", choices=("gzip", "lzf"), help="compress large (chunked) datasets")
@@ -127,6 +133,9 @@ def cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
                             hash_above_bytes=args.hash_above)  # fmt: skip
     tiny = args.size == "tiny" and args.checkpoint is None
     oracle = args.oracle if args.oracle is not None else (True if tiny else "sampled")
+    twins = precisions.twins(args.precisions, args.weights_quant)
+    if twins and args.oracle is None:
+        oracle = True  # twins are measured by the oracle: asking for them asks for it
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console) as progress:  # fmt: skip
@@ -147,7 +156,7 @@ def cmd_record(args: argparse.Namespace, argv: Sequence[str]) -> int:
         path = session.record(args.output, parts, dtype=args.dtype, threads=args.threads, modules=args.modules,
                               oracle=oracle, command=command_line(argv), storage=storage, on_case=on_case,
                               on_call=on_call, on_skip=on_skip, determinism=args.determinism,
-                              reference64=args.reference64)  # fmt: skip
+                              reference64=args.reference64, twins=twins)  # fmt: skip
         progress.update(task, completed=progress.tasks[0].total, description="done", status=f"{calls['n']} calls")
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {calls['n']} calls)")
     twin = session.reference64_path(path)

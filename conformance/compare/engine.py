@@ -35,6 +35,7 @@ import numpy as np
 from .. import subjects
 from ..errors import ConformanceError, UsageError
 from ..metrics import CHUNK_ELEMENTS, MetricAccumulator, Metrics, compare_arrays, noise_metrics
+from ..precisions import noise_mode, record_command
 from ..store import manifest, tree
 from ..store.producers import producers
 from ..store.reader import Case, GoldenStore, ObjectValue
@@ -75,6 +76,10 @@ STREAM_ELEMENTS = 1 << 22  # elements read per golden chunk by the reader thread
 STREAM_RING = 5  # buffers the reader cycles through: the queue holds 2 chunks, the consumer one, the reader one
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# a case note a candidate adds when its tensors say it runs at another precision than it is judged at (a float16
+# dump judged on float32 noise): lifted to the run's notes, which the console prints
+PRECISION_HINT = "precision hint"
+BEYOND_PRECISION = "beyond the precision"  # a tensor past a decision the official model itself flips at the precision
 
 
 class CheckerError(RuntimeError):
@@ -101,6 +106,7 @@ class CheckOptions:
     # re-run the official model on the candidate's own outputs (Subject.reference_from_candidate: needs torch)
     reference_from_candidate: bool = False
     checkpoint: Path | None = None  # where those official weights are (default: the golden's provenance)
+    precision: str | None = None  # the candidate's precision, over the policy's (conformance/precisions.py)
 
 
 def _is_array(value: Any) -> bool:
@@ -163,8 +169,55 @@ class Judge:
         their recorded inputs, their outputs differ from float64 exactly as in a chained run."""
         return self._noise(leaf)[0]
 
+    def precision(self, leaf: LeafRecord) -> str | None:
+        """The precision this tensor is judged at (None: float32, the golden's own noise)."""
+        return self.policy.precision_for(leaf.key, leaf.role, leaf.dtype, self.mode)
+
+    def near_tie_margin(self, leaf: LeafRecord) -> float:
+        """The top-1 margin below which a flip of these logits is a near tie: the policy's, widened at a reduced
+        precision to twice the largest error that precision's official twin made on these very logits (two logits
+        each off by that much swap when their gap is below twice it)."""
+        margin = self.policy.tokens.near_tie_margin
+        precision = self.precision(leaf)
+        noise = self._twin_noise(leaf, precision) if precision is not None else None
+        largest = (noise or {}).get("max_abs")
+        return max(margin, 2 * largest) if largest is not None and math.isfinite(largest) else margin
+
+    def _twin_record(self, leaf: LeafRecord, precision: str) -> Any:
+        """The precision twin's record of this tensor: isolated, the twin's re-run of the call on the golden inputs
+        (else, for calls the oracle does not re-run, its whole-case run); chained, its whole-case run. Both
+        against the clean float64 oracle."""
+        modes = [noise_mode(self.mode, precision)]
+        if self.mode == "isolated":
+            modes.append(noise_mode("chained", precision))
+        for mode in modes:
+            record = self.case.oracle(leaf.key, leaf.call, leaf.role, mode)
+            if record is not None:
+                return record
+        return None
+
+    def _twin_noise(self, leaf: LeafRecord, precision: str) -> dict[str, float] | None:
+        """The noise of the official model at `precision` for this tensor (see _twin_record)."""
+        record = self._twin_record(leaf, precision)
+        return dict(record.metrics) if record is not None and record.status == "ok" else None
+
+    def beyond_precision(self, leaf: LeafRecord) -> str | None:
+        """Why this tensor cannot be judged at the precision it is judged at, or None: the official model at that
+        precision itself took another discrete decision than float64 (a code, a token) at or before it, so past
+        that decision there is no reference at that precision. The decisions themselves are classified by the
+        token checks (near ties at the precision's own margin)."""
+        precision = self.precision(leaf)
+        record = self._twin_record(leaf, precision) if precision is not None else None
+        if record is None or record.status != "discrete_mismatch":
+            return None
+        return (f"{BEYOND_PRECISION}: the official model at {precision} itself takes another discrete decision than "
+                f"float64 {'in this call' if self.mode == 'isolated' else 'at or before this tensor'}")  # fmt: skip
+
     def _noise(self, leaf: LeafRecord) -> tuple[dict[str, float] | None, bool]:
         """(noise, whether it is the calibration fallback standing in for a chained noise: _fallback_noise)."""
+        precision = self.precision(leaf)
+        if precision is not None:
+            return self._twin_noise(leaf, precision), False
         if self.mode == "isolated":
             record = self.case.oracle(leaf.key, leaf.call, leaf.role)
             if record is not None:
@@ -297,6 +350,10 @@ class Judge:
     def judge(self, leaf: LeafRecord, value: Any, seq: tuple[int, int]) -> TensorResult:
         result = TensorResult(self.case.name, self.mode, leaf.key, leaf.call, leaf.role, PASS, leaf.dtype,
                               list(leaf.shape), seq_start=seq[0], seq_end=seq[1], tier=leaf.tier)  # fmt: skip
+        beyond = self.beyond_precision(leaf)
+        if beyond is not None:
+            result.status, result.message, result.precision = SKIPPED, beyond, self.precision(leaf) or ""
+            return result
         if value is None:
             result.status, result.message = NOT_COVERED, "the candidate produced no such tensor"
             return result
@@ -461,7 +518,8 @@ class Judge:
     def _judge_float(self, result: TensorResult, leaf: LeafRecord,
                      measure: Callable[[float, float], Metrics]) -> TensorResult:  # fmt: skip
         noise, fallback = self._noise(leaf)
-        resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, noise)
+        precision = self.precision(leaf)
+        resolved = self.policy.resolve(leaf.key, leaf.role, leaf.dtype, self.mode, noise, precision)
         metrics = measure(resolved.thresholds.get("atol", 0.0), resolved.thresholds.get("rtol", 0.0))
         thresholds = resolved.final({"rel_l2": 1.0, "max_rel": 1.0, "max_abs": metrics.ref_max_abs,
                                      "mean_abs": metrics.ref_rms, "max_ulp": 1.0})  # fmt: skip
@@ -472,6 +530,9 @@ class Judge:
             result.source += (f", fallback: isolated noise carried along the data flow "
                               f"x{self.policy.calibration.fallback_factor:g} (no float64 reference)")  # fmt: skip
         result.noise = noise
+        if precision is not None:
+            result.precision = precision
+            result.source += f", at {precision}"
         result.status, result.margin, result.message, result.min_tolerance = _verdict(metrics, thresholds)
         return self._apply_xfail(result, resolved.xfail)
 
@@ -677,11 +738,12 @@ def run_isolated(case: Case, candidate: Candidate, judge: Judge, options: CheckO
             if keeper is not None:
                 keeper.offer(tensor, produced.get(leaf.role))
             if judge.policy.tokens.is_logits(leaf.key) and tensor.status != NOT_COVERED:
-                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result)
+                _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result,
+                                near_tie_margin=judge.near_tie_margin(leaf))  # fmt: skip
             step = model_step(subject, case, leaf)
             if step is not None and tensor.status != NOT_COVERED:
                 _teacher_forced(case, leaf, produced.get(leaf.role), judge.policy, result, TEACHER_FORCED_MODEL, step,
-                                subject)  # fmt: skip
+                                subject, judge.near_tie_margin(leaf))  # fmt: skip
 
 
 TEACHER_FORCED, TEACHER_FORCED_MODEL = "teacher_forced", "teacher_forced_model"
@@ -705,7 +767,7 @@ def _token_axes(subject: Any, case: Case) -> tuple[tuple[str, ...], int | None]:
 
 def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, result: CaseResult,
                     mode: str = TEACHER_FORCED, step: tuple[int, ...] | None = None,
-                    subject: Any = None) -> None:  # fmt: skip
+                    subject: Any = None, near_tie_margin: float | None = None) -> None:  # fmt: skip
     """Classify the candidate's top-1 on the golden history against the golden's: per logits head
     ("teacher_forced", the head re-run on golden hidden states) or per whole-model step ("teacher_forced_model",
     at the token index `step`)."""
@@ -715,7 +777,8 @@ def _teacher_forced(case: Case, leaf: LeafRecord, value: Any, policy: Policy, re
     mine = last_position(value)
     axes, batch_axis = _token_axes(subject, case) if step is not None else ((), None)
     for row in range(golden.shape[0]):
-        finding = classify(golden[row], mine[row], policy.tokens.near_tie_margin)
+        margin = policy.tokens.near_tie_margin if near_tie_margin is None else near_tie_margin
+        finding = classify(golden[row], mine[row], margin)
         index = list(step) if step is not None else None
         if index is not None and batch_axis is not None:
             index[batch_axis] = row  # row r of the step's logits chose the token of batch item r
@@ -822,19 +885,21 @@ def run_chained(case: Case, candidate: Candidate, judge: Judge, options: CheckOp
         roots = sorted({key.split(".")[0].split(":")[0] or key for key in sink.unrecorded})
         result.notes.append(f"{sum(sink.unrecorded.values())} calls of {len(sink.unrecorded)} modules the golden "
                             f"did not record (under {', '.join(roots)}) were not checked")  # fmt: skip
-    _mark_unseen(case, options, result, sink.seen, "the candidate never made this call")
+    _mark_unseen(case, options, result, sink.seen, "the candidate never made this call", judge=judge)
     return sink.kept
 
 
 def _mark_unseen(case: Case, options: CheckOptions, result: CaseResult, seen: set[tuple[str, int]], message: str,
-                 status: str = NOT_COVERED) -> None:  # fmt: skip
+                 status: str = NOT_COVERED, judge: Judge | None = None) -> None:  # fmt: skip
     for call in case.calls_by_completion():
         if (call.key, call.call) in seen or not _want(call.key, options.modules):
             continue
         for leaf in _output_leaves(case, call.key, call.call):
-            result.tensors.append(TensorResult(case.name, "chained", leaf.key, leaf.call, leaf.role, status, leaf.dtype,
-                                               list(leaf.shape), seq_start=call.seq_start, seq_end=call.seq_end,
-                                               message=message))  # fmt: skip
+            beyond = judge.beyond_precision(leaf) if judge is not None and status == NOT_COVERED else None
+            result.tensors.append(TensorResult(case.name, "chained", leaf.key, leaf.call, leaf.role,
+                                               SKIPPED if beyond else status, leaf.dtype, list(leaf.shape),
+                                               seq_start=call.seq_start, seq_end=call.seq_end,
+                                               message=beyond or message))  # fmt: skip
 
 
 # -- repeat: determinism of the candidate -------------------------------------------------------------------------
@@ -1107,6 +1172,8 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})", path=store.path
         )
     first = store.case(names[0]) if names else None
+    policy = policy.at_precision(options.precision)
+    require_twins(store, names, policy)
     modes = run_modes(options)
     run = RunResult(
         candidate=candidate.description,
@@ -1200,6 +1267,13 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             slot = run.artifacts.setdefault(name, {}).setdefault(index, {})
             for role, value in roles.items():
                 slot.setdefault(role, value)
+        beyond = [t for t in result.tensors if t.status == SKIPPED and t.message.startswith(BEYOND_PRECISION)]
+        if beyond:
+            earliest = min(beyond, key=lambda t: (t.seq_end, t.mode))
+            result.notes.append(f"{len(beyond)} tensor(s) skipped {BEYOND_PRECISION}: the official model at "
+                                f"{earliest.precision} itself takes another discrete decision than float64, first at "
+                                f"{earliest.name} ({earliest.mode}); no reference exists past it at that precision, and the "
+                                "decisions are classified by the token checks")  # fmt: skip
         result.growth = growth(result)
         run.cases.append(result)
     run.notes.extend(calibration_notes(run.cases))
@@ -1217,6 +1291,8 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
             f"{len(applicable)} case(s) not applicable to the candidate (its port profile): "
             + "; ".join(f"{c.case}: {c.not_applicable}" for c in applicable)
         )
+    hints = [note for case in run.cases for note in case.notes if note.startswith(PRECISION_HINT)]
+    run.notes.extend(dict.fromkeys(hints))
     run.candidate = candidate.description  # after loading: a candidate may only then know what it is
     try:
         run.candidate_provenance = candidate.provenance()
@@ -1225,6 +1301,18 @@ def check(store: GoldenStore, candidate: Candidate, policy: Policy, options: Che
                                     "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
     run.seconds = time.time() - started
     return run
+
+
+def require_twins(store: GoldenStore, names: list[str], policy: Policy) -> None:
+    """Every precision the policy judges at must have its twin's noise in the golden: a UsageError (exit 2) naming
+    the golden, the precision and the `record` options that record it, rather than judging on defaults."""
+    for precision in policy.precisions_named():
+        wanted = {noise_mode("isolated", precision), noise_mode("chained", precision)}
+        for name in names:
+            if not any(record.mode in wanted for record in store.case(name).oracle_records()):
+                raise UsageError(f"case {name!r} has no {precision} twin to judge a {precision} candidate against; record "
+                                 f"one with `conformance record {record_command(precision)} ...` (docs/precision.md)",
+                                 path=store.path)  # fmt: skip
 
 
 def installed_subject(case: Case, notes: list[str]) -> Any:

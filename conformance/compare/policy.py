@@ -23,6 +23,9 @@ A policy is a TOML file (or the `[tool.conformance]` table of a pyproject.toml):
     roles = ["kwargs/attention_mask"]
     threshold = -1e30               # values at or below this are "masked" (float32 min, float64 min, -inf)
 
+    precision = "bfloat16"          # optional: the precision the candidate runs at (conformance/precisions.py):
+                                    # calibrated thresholds scale that precision's own noise (its twin's)
+
     [[rule]]
     modules = "encoder.*"                    # glob, or a list of globs, over module keys
     subject = "my_subject"                   # optional: only the cases of this subject (or a list of them)
@@ -31,6 +34,7 @@ A policy is a TOML file (or the `[tool.conformance]` table of a pyproject.toml):
     mode = "chained"                         # optional: isolated or chained
     rel_l2 = 1e-4                            # explicit thresholds replace the base ones
     xfail = "why this is expected to fail"   # optional, the reason is mandatory
+    precision = "f16-weights"                # optional: these modules run at another precision than the rest
 
 Precedence: the base is the calibrated threshold when the tensor has a noise record and calibration is
 on, else the dtype default. Of the rules that match a tensor, the most specific wins (the one whose
@@ -38,6 +42,13 @@ module glob has the most literal characters, then one that names a role, a dtype
 the later rule in the file). A winning rule with thresholds replaces the base; with `calibrated = true`
 (and optional `k`, `floor`) it recalibrates; with only `xfail` it keeps the base and marks the tensor
 as expected to fail.
+
+Precision: a tensor is judged at the precision of the most specific matching rule that names one, else the
+policy's (or `check --precision`); float32 (the default) is the golden's own noise. At another precision the
+noise a calibrated threshold scales is that precision twin's noise for the tensor (isolated: its re-run of the call;
+chained: its whole-case run, both against the float64 oracle), recorded by `record --precisions/--weights-quant`;
+a tensor without such a record falls back to the precision's per-dtype defaults. Token near ties widen to the
+precision's own noise on the logits (compare/engine.py).
 
 Without any `logits` list for a subject (neither in its [tokens.<subject>] table nor in [tokens]), its cases use
 the logits heads the subject itself declares (conformance.subjects.Subject.token_logits).
@@ -53,7 +64,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .. import subjects
+from .. import precisions, subjects
 from ..errors import ConformanceError, PolicyError
 
 # name -> (direction, description). "max": the metric must not exceed it; "min": must not fall below.
@@ -81,8 +92,9 @@ TORCH_TESTING_DEFAULTS: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-7, "atol": 1e-7},
 }
 
-_RULE_KEYS = {"modules", "role", "dtype", "mode", "subject", "xfail", "calibrated", "k", "floor", "note", *THRESHOLDS}
-_TOP_KEYS = {"defaults", "calibration", "tokens", "masks", "rule"}
+_RULE_KEYS = {"modules", "role", "dtype", "mode", "subject", "xfail", "calibrated", "k", "floor", "note", "precision",
+              *THRESHOLDS}  # fmt: skip
+_TOP_KEYS = {"defaults", "calibration", "tokens", "masks", "rule", "precision"}
 _MASK_KEYS = {"roles", "threshold"}
 _CALIBRATION_KEYS = {"enabled", "k", "metrics", "floor", "floor_eps", "fallback_factor"}
 _TOKEN_KEYS = {"near_tie_margin", "logits", "allow_ties"}
@@ -154,6 +166,7 @@ class Rule:
     k: float | None = None
     floor: dict[str, float] | None = None
     xfail: str | None = None
+    precision: str | None = None  # these modules run at this precision (conformance/precisions.py)
 
     def matching_glob(self, key: str) -> str | None:
         best = None
@@ -183,6 +196,8 @@ class Rule:
                 parts.append(f"{name}={getattr(self, name)}")
         if self.subjects:
             parts.append(f"subject={'|'.join(self.subjects)}")
+        if self.precision:
+            parts.append(f"precision={self.precision}")
         return " ".join(parts)
 
 
@@ -222,6 +237,25 @@ class Policy:
     mask_threshold: float = -1e30
     # [tokens.<subject>]: what each subject's table sets, replacing the project-wide [tokens] for its cases
     subject_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    precision: str | None = None  # the candidate's precision (None: float32, the golden's own)
+
+    def at_precision(self, precision: str | None) -> Policy:
+        """This policy judging a candidate that runs at `precision` (`check --precision` over the file's)."""
+        if precision is None:
+            return self
+        precisions.get(precision)
+        return replace(self, precision=None if precision == precisions.FLOAT32 else precision)
+
+    def precisions_named(self) -> list[str]:
+        """Every precision other than float32 this policy judges some tensor at (its own and its rules')."""
+        named = [self.precision, *(rule.precision for rule in self.rules)]
+        return list(dict.fromkeys(p for p in named if p and p != precisions.FLOAT32))
+
+    def precision_for(self, key: str, role: str, dtype: str, mode: str) -> str | None:
+        """The precision a tensor is judged at: the most specific matching rule naming one, else the policy's."""
+        matching = [rule for rule in self.rules if rule.precision and rule.matches(key, role, dtype, mode)]
+        chosen = max(matching, key=lambda rule: rule.specificity(key)).precision if matching else self.precision
+        return None if chosen == precisions.FLOAT32 else chosen
 
     def for_subject(self, subject: str | None, token_logits: tuple[str, ...] | list[str] = ()) -> Policy:
         """The policy as it applies to the cases of one subject (None: cases that name no subject): rules scoped
@@ -241,8 +275,10 @@ class Policy:
         matching = [rule for rule in self.rules if rule.matches(key, role, dtype, mode)]
         return max(matching, key=lambda rule: rule.specificity(key)) if matching else None
 
-    def resolve(self, key: str, role: str, dtype: str, mode: str, noise: dict[str, float] | None) -> Resolved:
-        """Thresholds for one float tensor. `noise` is its float32-vs-float64 noise record, if any."""
+    def resolve(self, key: str, role: str, dtype: str, mode: str, noise: dict[str, float] | None,
+                precision: str | None = None) -> Resolved:  # fmt: skip
+        """Thresholds for one float tensor. `noise` is its float32-vs-float64 noise record (at `precision`: that
+        precision twin's noise), if any; without one, the defaults of the precision's dtype apply."""
         rule = self.rule_for(key, role, dtype, mode)
         xfail = rule.xfail if rule else None
         calibrate = self.calibration.enabled if rule is None or rule.calibrated is None else rule.calibrated
@@ -254,6 +290,7 @@ class Policy:
             return Resolved(
                 {}, source, xfail, True, dict(noise), self.calibration, dtype, k, rule.floor if rule else None
             )
+        dtype = precisions.get(precision).defaults if precision else dtype
         base = self.defaults.get(dtype) or self.defaults.get("float32") or {}
         return Resolved(dict(base), f"default {dtype}" + (f", {rule.label}" if rule else ""), xfail, False)
 
@@ -269,6 +306,7 @@ class Policy:
                                         for name, table in self.subject_tokens.items()}}
                           if self.subject_tokens else {})},
             "rules": [r.label + (f" xfail={r.xfail!r}" if r.xfail else "") for r in self.rules],
+            "precision": self.precision or precisions.FLOAT32,
         }  # fmt: skip
 
 
@@ -441,12 +479,22 @@ def parse_policy(data: dict[str, Any], path: str = "<policy>") -> Policy:
         if "atol" in thresholds or "rtol" in thresholds:  # allclose: the one not given is 0
             thresholds.setdefault("atol", 0.0)
             thresholds.setdefault("rtol", 0.0)
-        if not thresholds and calibrated is None and xfail is None and "k" not in raw:
-            raise PolicyError(f"{where} sets no threshold, calibration or xfail", path=path)
         k = _number(raw["k"], f"{where}.k", path, above_zero=True) if "k" in raw else None
-        rules.append(Rule(index, globs, role, dtype, mode, thresholds, calibrated, tuple(scoped), k, rule_floor, xfail))
+        rule_precision = _precision(raw["precision"], f"{where}.precision", path) if "precision" in raw else None
+        if not thresholds and calibrated is None and xfail is None and "k" not in raw and rule_precision is None:
+            raise PolicyError(f"{where} sets no threshold, calibration, precision or xfail", path=path)
+        rules.append(Rule(index, globs, role, dtype, mode, thresholds, calibrated, tuple(scoped), k, rule_floor, xfail,
+                          rule_precision))  # fmt: skip
+    top_precision = _precision(data["precision"], "precision", path) if "precision" in data else None
     return Policy(path, defaults, calibration, tokens, tuple(rules),
-                  tuple(_glob(g, "masks.roles", path) for g in mask_roles), mask_threshold, subject_tokens)  # fmt: skip
+                  tuple(_glob(g, "masks.roles", path) for g in mask_roles), mask_threshold, subject_tokens,
+                  None if top_precision == precisions.FLOAT32 else top_precision)  # fmt: skip
+
+
+def _precision(value: Any, where: str, path: str) -> str:
+    if not isinstance(value, str) or value not in precisions.PRECISIONS:
+        raise PolicyError(f"{where} must be one of {', '.join(precisions.PRECISIONS)}, not {value!r}", path=path)
+    return value
 
 
 DEFAULT_POLICY_FILES = ("conformance-policy.toml", "pyproject.toml")

@@ -71,6 +71,7 @@ class TensorResult:
     seq_end: int = 0
     tier: str = "full"
     note: str = ""  # what the verdict took into account without failing (e.g. an input equal by value only)
+    precision: str = ""  # the precision judged at, when not float32 (`noise` is then that precision twin's)
 
     @property
     def name(self) -> str:

@@ -49,12 +49,15 @@ def check_goldens(
     on_progress: Callable[[str, int, int], None] | None = None,
     reference_from_candidate: bool = False,
     checkpoint: Path | None = None,
+    precision: str | None = None,
 ) -> RunResult:
     """Check `candidate` (a Candidate, or a factory of one) against the golden store `goldens` under `policy`.
 
     modes: default what the candidate supports (`default_modes`: both, chained for dumps). reference64: the float64
     golden that calibrates chained thresholds (default: the twin the store names, else the manifest's pairing).
-    repeat: run each case that many times end to end and judge runs 2..N bit for bit against run 1."""
+    repeat: run each case that many times end to end and judge runs 2..N bit for bit against run 1. precision: the
+    candidate's precision (over the policy's): thresholds scale that precision twin's noise (docs/precision.md)."""
+    policy = policy.at_precision(precision)
     if repeat < 1:
         raise UsageError(f"--repeat must be at least 1 (runs per case), not {repeat}")
     with GoldenStore(goldens) as store:
@@ -63,6 +66,7 @@ def check_goldens(
         if missing:
             raise UsageError(f"no case {missing[0]!r} in the golden store (cases: {', '.join(store.cases)})",
                              path=store.path)  # fmt: skip
+        engine.require_twins(store, names, policy)  # before a candidate loads anything
         factory = candidate if not isinstance(candidate, Candidate) else None
         built = candidate if isinstance(candidate, Candidate) else candidate(run_subject(store, names))
         if modes is None:

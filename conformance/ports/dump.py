@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..compare.candidate import Candidate, GoldenSlice, Sink
+from ..compare.engine import PRECISION_HINT
 from ..compare.outputs import length_difference, sequence_axis
 from ..compare.results import NOT_COVERED, CaseResult
 from ..errors import DumpError, MappingError, UsageError
@@ -37,7 +39,7 @@ from ..store.reader import Case, GoldenStore
 from ..store.schema import LeafRecord, split_name
 from .blame import dump_blame
 from .export import replay_bundle_path
-from .formats import TENSOR_SUFFIXES, TensorEntry, TensorFile, is_float, open_tensor_file, tensor_files
+from .formats import REDUCED, TENSOR_SUFFIXES, TensorEntry, TensorFile, is_float, open_tensor_file, tensor_files
 from .mapping import Mapping, ShapeError, Transform, load_mapping
 
 # Dump metadata keys that state what produced the dump, as the golden provenance fields they compare with.
@@ -457,7 +459,26 @@ class DumpCandidate(Candidate):
                              f"`conformance export --cases {case.name} -o DIR` writes (set export_dir in the map to "
                              "print its full path)")  # fmt: skip
         result.blame[mode] = blame
+        notes.extend(self._precision_notes(plan, chained))
         result.notes.extend(notes)
+
+    @staticmethod
+    def _precision_notes(plan: Plan, chained: list[Any]) -> list[str]:
+        """The precision a dump's floating-point tensors were written in, inferred from their dtypes: when narrower
+        than the golden's and the check judged them against float32 noise, a note says how to judge them at their
+        own precision (never a silent relaxation: the precision judged at is asked for, docs/precision.md)."""
+        dtypes = Counter(mapped.entry.dtype for mapped in plan.values.values() if mapped.entry.dtype in REDUCED)
+        if not dtypes:
+            return []
+        dtype, count = dtypes.most_common(1)[0]
+        floats = sum(1 for mapped in plan.values.values() if is_float(mapped.entry.dtype))
+        judged = {t.precision for t in chained if t.precision}
+        if judged:
+            return [f"the dump holds {dtype} tensors ({count} of {floats} floating-point tensors): judged at "
+                    f"{', '.join(sorted(judged))}"]  # fmt: skip
+        return [f"{PRECISION_HINT}: the dump holds {dtype} tensors ({count} of {floats} floating-point tensors), judged against the "
+                f"golden's float32 noise; a port that runs at {dtype} is judged on the official model's own {dtype} "
+                f"error with --precision {dtype} (docs/precision.md)"]  # fmt: skip
 
     def replay_bundle(self, case: str, key: str, call: int) -> str:
         """Where `conformance export` puts (or put) the replay bundle of one module call."""

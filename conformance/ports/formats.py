@@ -45,6 +45,9 @@ def itemsize(dtype: str) -> int:
     return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
 
+REDUCED = ("float16", "bfloat16")  # floating-point dtypes narrower than a float32 golden's
+
+
 def is_float(dtype: str) -> bool:
     return dtype in FLOAT_DTYPES
 

@@ -73,7 +73,8 @@ def _floor(values: Sequence[float | None]) -> float:
 def drift_chart(points: list[dict[str, Any]], stages: list[tuple[int, int, str]], blames: list[tuple[str, int, str]],
                 title: str) -> str:  # fmt: skip
     """Error of every tapped call in execution order: relative L2 (top) and max |Δ| (bottom), log scale,
-    chained and isolated, each with its tolerance (dashed), failing calls marked, the blamed call a red line."""
+    chained and isolated, each with its tolerance (dashed), failing calls marked, the blamed call a red line; judged
+    at a reduced precision, the official model's own error at that precision (dotted) beside the candidate's."""
     fig = Figure(figsize=(12, 6.0))
     axes = fig.subplots(2, 1, sharex=True)
     fig.subplots_adjust(left=0.07, right=0.99, top=0.8, bottom=0.16, hspace=0.08)
@@ -97,6 +98,13 @@ def drift_chart(points: list[dict[str, Any]], stages: list[tuple[int, int, str]]
             if tx:
                 ax.step(tx, ty, where="mid", ls="--", lw=0.8, color=colour, alpha=0.75, zorder=1,
                         label=f"{mode} tolerance")  # fmt: skip
+            ox = [p["x"] for p in points if mode in p and p[mode].get(metric + "_official") is not None]
+            if ox:  # the official model's own error at the precision the candidate is judged at
+                oy = [max(p[mode][metric + "_official"], floor) for p in points
+                      if mode in p and p[mode].get(metric + "_official") is not None]  # fmt: skip
+                precision = next(p[mode]["precision"] for p in points if mode in p and p[mode].get("precision"))
+                ax.plot(ox, oy, lw=1.6, ls=":", color="#333333" if mode == "chained" else "#8a5a00", zorder=2.5,
+                        label=f"official {precision} error ({mode})")  # fmt: skip
             fx = [p["x"] for p in points if mode in p and p[mode].get("fail") and p[mode].get(metric) is not None]
             fy = [
                 max(p[mode][metric], floor)

@@ -105,7 +105,8 @@ def tensor_row(t: dict[str, Any]) -> dict[str, Any]:
         "thresholds": _thresholds_text(t.get("thresholds") or {}),
         "min_tolerance": _thresholds_text(t.get("min_tolerance") or {}), "margin": fmt(t.get("margin")),
         "margin_value": num(t.get("margin")) or 0.0, "source": t.get("source", ""), "message": t.get("message", ""),
-        "xfail": t.get("xfail") or "", "note": t.get("note") or "",
+        "xfail": t.get("xfail") or "", "note": t.get("note") or "", "precision": t.get("precision") or "",
+        "noise": _thresholds_text({k: v for k, v in (t.get("noise") or {}).items() if k in ("rel_l2", "max_abs")}),
     }  # fmt: skip
 
 
@@ -141,6 +142,13 @@ def drift_points(case: dict[str, Any]) -> list[dict[str, Any]]:
         thresholds = t.get("thresholds") or {}
         _keep_worst(slot, "rel", num(metrics.get("rel_l2")), num(thresholds.get("rel_l2")))
         _keep_worst(slot, "abs", num(metrics.get("max_abs")), num(thresholds.get("max_abs")))
+        if t.get("precision"):  # the official model's own error at the precision judged at, for the overlay
+            noise = t.get("noise") or {}
+            for metric, name in (("rel", "rel_l2"), ("abs", "max_abs")):
+                value = num(noise.get(name))
+                if value is not None and value > (slot.get(metric + "_official") or -1.0):
+                    slot[metric + "_official"] = value
+            slot["precision"] = t["precision"]
         if t["status"] in FAILING:
             slot["fail"] = True
         if STATUS_RANK.get(t["status"], 0) > STATUS_RANK.get(slot["status"], 0):
@@ -739,6 +747,7 @@ def header_view(summary: dict[str, Any]) -> dict[str, Any]:
         "config": json.dumps(p.get("config"), indent=1, sort_keys=True) if p.get("config") else "",
         "software": p.get("software") or {},
         "policy": policy, "policy_path": policy.get("path") or "built-in defaults",
+        "precision": policy.get("precision") or "float32",
         "policy_json": json.dumps(policy, indent=1),
         "calibration": policy.get("calibration") or {}, "rules": policy.get("rules") or [],
         "defaults": policy.get("defaults") or {},

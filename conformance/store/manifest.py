@@ -5,7 +5,7 @@ hashes, the checkpoints they were recorded from and what they ran on (stdlib onl
      "subjects": {"<subject>": {"title", "created_utc", "command", "threads",
                                 "checkpoint": {"path", "seed", "size", "files": {file: sha256}},
                                 "stores": [{"path", "dtype", "bytes", "sha256", "cases", "oracle", "seconds",
-                                            "float64_reference"?}],
+                                            "float64_reference"?, "precision_twins"?}],
                                 "software": {...}}}}
 
 Each subject's entry is written by its own goldens regeneration (`python -m conformance.project goldens`), which

@@ -130,6 +130,7 @@ class Dumper:
         self.counts: dict[str, int] = defaultdict(int)
         self.stack: dict[str, list[int]] = defaultdict(list)
         self.qkv: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
+        self.dtype: Any = np.float32  # the dtype the port writes its floating-point tensors in
 
     def __call__(self, key: str, phase: str, args: tuple, kwargs: dict, outputs: Any) -> None:
         if phase == "call":
@@ -144,10 +145,11 @@ class Dumper:
             parts = self.qkv[(name, call)]
             parts[key.rsplit(".", 1)[1][0]] = outputs
             if len(parts) == 3:
-                self.tensors[f"{name}.out@{call}"] = np.concatenate([parts["q"], parts["k"], parts["v"]], axis=-1)
+                fused = np.concatenate([parts["q"], parts["k"], parts["v"]], axis=-1)
+                self.tensors[f"{name}.out@{call}"] = fused.astype(self.dtype)
             return
         if name == "codec.decode":
-            self.tensors[f"codec.wave@{call}"] = outputs["audio_values"][0]
+            self.tensors[f"codec.wave@{call}"] = outputs["audio_values"][0].astype(self.dtype)
             return
         if isinstance(outputs, dict):
             outputs = outputs["last_hidden_state"]
@@ -161,7 +163,7 @@ class Dumper:
     def _put(self, tensor: str, module: str, value: np.ndarray) -> None:
         if value.ndim == 3 and CHANNELS_LAST.match(module):
             value = np.swapaxes(value, 1, 2)  # NCL -> NLC
-        self.tensors[tensor] = np.ascontiguousarray(value)
+        self.tensors[tensor] = np.ascontiguousarray(value, dtype=self.dtype if value.dtype.kind == "f" else None)
 
 
 def perturb(root: Any, layer: str, scale: float) -> None:
@@ -175,6 +177,15 @@ def perturb(root: Any, layer: str, scale: float) -> None:
                 setattr(module, param, getattr(module, param) * np.asarray(scale, dtype=getattr(module, param).dtype))
             return
     raise SystemExit(f"port.py: no layer named {layer}")
+
+
+def store_weights_in_float16(root: Any) -> None:
+    """The port keeps every weight in float16 (its tensor library's storage), computing in float32."""
+    for _, module in root.named_modules():
+        for param in module.params:
+            value = getattr(module, param, None)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                setattr(module, param, value.astype(np.float16).astype(np.float32))
 
 
 def checkpoint_of(case_dir: Path, manifest: dict[str, Any]) -> Path:
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perturb", default=os.environ.get("FOREIGN_PORT_PERTURB"), metavar="LAYER",
                         help="scale this layer's parameters (e.g. dec.stage1.res0.a1)")  # fmt: skip
     parser.add_argument("--scale", type=float, default=float(os.environ.get("FOREIGN_PORT_SCALE", "1.05")))
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
+                        help="float16: weights stored in float16 and tensors dumped in float16 (a half-precision port)")  # fmt: skip
     args = parser.parse_args(argv)
 
     manifest = json.loads((args.export / "manifest.json").read_text())
@@ -201,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     root = load_codec(args.checkpoint or checkpoint_of(args.export, manifest), np.float32)
     if args.perturb:
         perturb(root, args.perturb, args.scale)
+    if args.dtype == "float16":
+        store_weights_in_float16(root)
     dumper = Dumper()
+    dumper.dtype = np.dtype(args.dtype)
     with nn.tapping(dumper):
         wave = decode_codes(root, codes[0])
     dumper.tensors["debug.samples"] = np.array([wave.shape[0]], dtype=np.int64)

@@ -8,7 +8,9 @@ The module tree mirrors the official one (`root.decoder.pre_transformer.layers.0
 codec_decoder.py (decoder) and codec_encoder.py (Mimi encoder). Everything computes in the dtype given
 to `load_codec` (float32 or float64); the spots where the official code forces float32 (RMSNorm, rotary
 embeddings, attention softmax, codebook distances) compute in that dtype too, so float64 is a clean
-float64 oracle.
+float64 oracle. With ml_dtypes' bfloat16 it computes like the official model cast to bfloat16: every
+result rounded to bfloat16, products accumulated in float32, the float32 spots in float32
+(promote_types(bfloat16, float32)).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def load_codec(
     masks."""
     folder = Path(folder)
     dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)) and dtype.name != "bfloat16":
         raise ValueError(f"the codec computes in float32 or float64, not {dtype}")
     config = CodecConfig.from_dict(load_config(folder), attn_implementation=attn_implementation)
     root = Qwen3TTSTokenizerV2Model(config, dtype).bind(ROOT_PATH)

@@ -25,7 +25,38 @@ from ...store.schema import CallRecord
 CODEC_PREFIX = "speech_tokenizer"
 PREDICTOR_GENERATE = "talker.code_predictor:generate"
 IMPL_PACKAGE = "impl.qwen3_tts"
-_NP_DTYPES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.float32}
+_NP_DTYPES: dict[str, Any] = {"float32": np.float32, "float64": np.float64}
+
+
+def _np_dtype(name: str) -> Any:
+    """numpy's dtype of a compute precision; bfloat16 is ml_dtypes' (products accumulate in float32)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return _NP_DTYPES[name]
+
+
+def _cast(value: Any, dtype: Any) -> Any:
+    """Golden float inputs in the compute dtype (a bfloat16 port receives bfloat16 activations)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return value.astype(dtype)
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
+
+
+def _widen(value: Any) -> Any:
+    """bfloat16 results as float32 (exact) for the engine, which reads numpy's own dtypes."""
+    if isinstance(value, np.ndarray) and value.dtype.name == "bfloat16":
+        return value.astype(np.float32)
+    if isinstance(value, dict):
+        return {k: _widen(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_widen(v) for v in value)
+    return value
 
 
 def checkpoint_folder(store: GoldenStore, case: Case, name: str, override: Path | None = None) -> Path:
@@ -69,7 +100,7 @@ class ImplCandidate(Candidate):
     # -- loading --------------------------------------------------------------------------------------
     def prepare(self, store: GoldenStore, case: Case) -> None:
         self.dtype = self.forced_dtype or case.dtype or "float32"
-        dtype = _NP_DTYPES[self.dtype]
+        dtype = _np_dtype(self.dtype)
         model = case.provenance.get("model", "codec")
         self.roots = {}
         codec_mod = importlib.import_module("impl.qwen3_tts.codec")
@@ -125,6 +156,9 @@ class ImplCandidate(Candidate):
             from impl.common.generation import ReplayTokens
 
             kwargs = {**kwargs, "generator": ReplayTokens(tokens)}
+        if self.dtype == "bfloat16":
+            dtype = _np_dtype(self.dtype)
+            return _widen(target(*_cast(list(args), dtype), **_cast(dict(kwargs), dtype)))
         return target(*args, **kwargs)
 
     # -- chained --------------------------------------------------------------------------------------
@@ -137,6 +171,12 @@ class ImplCandidate(Candidate):
         runner = RUNNERS.get(case.provenance.get("family", ""))
         if runner is None:
             raise NotCovered(case.name)
+        if self.dtype == "bfloat16":
+            inner = sink
+
+            def sink(key: str, phase: str, args: tuple[Any, ...], kwargs: dict[str, Any], outputs: Any) -> None:
+                inner(key, phase, _widen(args), _widen(kwargs), _widen(outputs))
+
         with nn.tapping(sink):
             runner(self, case)
 

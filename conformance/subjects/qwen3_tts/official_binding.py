@@ -5,8 +5,11 @@ golden measures the official model's own precision noise; `official:float32` aga
 golden is bit-exact, and with `perturb=<parameter>` one weight is scaled by (1 + scale), so a check must
 blame exactly the module that owns it.
 
-Spec: `official[:float32|float64][:perturb=<parameter name>[@scale]]`, e.g.
-`official:float32:perturb=talker.model.layers.1.mlp.down_proj.weight@1e-3`.
+Spec: `official[:float32|float64|<precision>][:perturb=<parameter name>[@scale]]`, e.g.
+`official:float32:perturb=talker.model.layers.1.mlp.down_proj.weight@1e-3`. A precision of
+conformance/precisions.py runs the official model itself at it: `official:bfloat16`, `official:float16` (compute
+in that dtype, weights cast), `official:q8_0`, `official:q4_0`, `official:f16-weights` (weights stored in that
+format, float32 compute): a candidate right by construction at that precision.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from ...compare.candidate import Candidate, NotCovered, Sink, check_call
 from ...compare.provenance import canonical_name, imported_versions, package_label, package_provenance
 from ...errors import UsageError
+from ...precisions import PRECISIONS
 from ...store.reader import Case, GoldenStore, ObjectValue
 from ...store.schema import CallRecord
 from .impl_binding import checkpoint_folder
@@ -34,7 +38,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
         raise UsageError(f"not an official candidate spec: {spec!r}")
     options: dict[str, Any] = {"dtype": "float32", "perturb": None, "scale": 1e-3}
     for part in parts[1:]:
-        if part in ("float32", "float64", "bfloat16"):
+        if part == "float64" or part in PRECISIONS:
             options["dtype"] = part
         elif part.startswith("perturb="):
             target = part[len("perturb=") :]
@@ -47,7 +51,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
                     raise UsageError(f"bad perturbation scale {scale!r} in {spec!r}") from None
         else:
             raise UsageError(f"unknown option {part!r} in candidate spec {spec!r} "
-                             "(official[:float32|float64][:perturb=<parameter>[@scale]])")  # fmt: skip
+                             f"(official[:float64|{'|'.join(PRECISIONS)}][:perturb=<parameter>[@scale]])")  # fmt: skip
     return options
 
 
@@ -63,6 +67,8 @@ class OfficialCandidate(Candidate):
         self.attn = attn_implementation
         self.threads = threads
         self._models: dict[str, Any] = {}
+        # the dtype the models compute in: a weight-format precision (q8_0...) computes in float32
+        self.compute = PRECISIONS[dtype].compute if dtype in PRECISIONS else dtype
         self.roots: dict[str, Any] = {}
         self.models: Any = None
         self.recorded: tuple[str, str] | None = None  # (official_package, official_version) of the golden
@@ -112,7 +118,7 @@ class OfficialCandidate(Candidate):
         folder = checkpoint_folder(store, case, name, self.checkpoint)
         key = str(folder)
         if key not in self._models:
-            self._models[key] = OfficialModels(CheckpointSource.from_path(folder), self.dtype, self.attn)
+            self._models[key] = OfficialModels(CheckpointSource.from_path(folder), self.compute, self.attn)
         self.models = self._models[key]
         spec = CASES_BY_NAME.get(case.name)
         self.spec = spec
@@ -123,6 +129,10 @@ class OfficialCandidate(Candidate):
         self.roots = self.models.roots(probe)
         if model != "codec":
             self.roots.setdefault("speech_tokenizer", self.models.tts(model).model.speech_tokenizer.model)
+        if self.dtype in PRECISIONS and PRECISIONS[self.dtype].weights:
+            from ...capture.twins import apply_weight_format
+
+            apply_weight_format(self.roots, PRECISIONS[self.dtype])
         self._apply_perturbation()
 
     def _apply_perturbation(self) -> None:
@@ -187,7 +197,8 @@ class OfficialCandidate(Candidate):
             raise NotCovered(call.key)
         from ...store.tree import numpy_roles
 
-        dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}[self.dtype]
+        dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}[self.compute]  # fmt: skip
         keep = numpy_roles(call.decoded_spec())  # inputs the official code took as numpy arrays stay numpy
         torch_args = [a if f"args/{i}" in keep else _to_torch(a, dtype) for i, a in enumerate(args)]
         torch_kwargs = {k: v if f"kwargs/{k}" in keep else _to_torch(v, dtype, name=k) for k, v in kwargs.items()}

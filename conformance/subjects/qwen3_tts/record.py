@@ -24,6 +24,7 @@ from ...capture import session
 from ...capture.io import CaseIO
 from ...capture.recorder import FunctionSpec, MethodSpec
 from ...errors import UsageError
+from ...precisions import Precision
 from ...store.writer import StoragePolicy
 from . import checkpoints, configs
 from .cases import CaseSpec
@@ -140,7 +141,7 @@ class OfficialModels:
     def __init__(self, source: CheckpointSource, dtype: str, attn_implementation: str) -> None:
         self.source = source
         self.dtype_name = dtype
-        self.dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}[dtype]
+        self.dtype = session.TORCH_DTYPES[dtype]
         self.attn = attn_implementation
         self._tts: dict[str, Any] = {}
         self._codec: Any = None
@@ -348,6 +349,8 @@ def record(
     on_skip: Callable[[str, str], None] | None = None,
     determinism: bool = True,
     reference64: bool = True,
+    twins: Sequence[Precision] = (),
+    twins_reference: str | Path | None = None,
 ) -> Path:
     """Record Qwen3-TTS `cases` into the golden store `out` (and, for float32 and bfloat16, its float64 twin
     `session.reference64_path(out)`): the generic session (conformance.capture.session.record) on a
@@ -355,4 +358,5 @@ def record(
     recording = QwenRecording(size=size, checkpoint=checkpoint, seed=seed, attn_implementation=attn_implementation)
     return session.record(out, [(recording, list(cases))], dtype=dtype, threads=threads, modules=modules,
                           oracle=oracle, command=command, storage=storage, on_case=on_case, on_call=on_call,
-                          on_skip=on_skip, determinism=determinism, reference64=reference64)  # fmt: skip
+                          on_skip=on_skip, determinism=determinism, reference64=reference64, twins=twins,
+                          twins_reference=twins_reference)  # fmt: skip

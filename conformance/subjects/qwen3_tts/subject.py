@@ -127,8 +127,8 @@ class Qwen3TTSSubject(Subject):
     def candidate(self, spec: str, *, checkpoint: Path | None = None) -> Any:
         if spec == "impl" or spec.startswith("impl:"):
             dtype = spec.partition(":")[2] or None
-            if dtype not in (None, "float32", "float64"):
-                raise UsageError(f"impl dtype must be float32 or float64, not {dtype!r}")
+            if dtype not in (None, "float32", "float64", "bfloat16"):
+                raise UsageError(f"impl dtype must be float32, float64 or bfloat16, not {dtype!r}")
             from .impl_binding import ImplCandidate
 
             return ImplCandidate(dtype, checkpoint)
@@ -140,7 +140,7 @@ class Qwen3TTSSubject(Subject):
             from .official_binding import OfficialCandidate, parse_spec
 
             return OfficialCandidate(checkpoint=checkpoint, **parse_spec(spec))
-        raise UsageError(f"unknown candidate {spec!r} (impl[:float32|float64], official[:...], dump:PATH)")
+        raise UsageError(f"unknown candidate {spec!r} (impl[:float32|float64|bfloat16], official[:...], dump:PATH)")
 
     # -- tokens ----------------------------------------------------------------------------------------------
     def tokens(self, case: Case) -> TokenLayout | None:
