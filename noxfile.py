@@ -59,7 +59,7 @@ def tests(session: nox.Session) -> None:
     _install_recording_stack(session, "record,impl,test")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     # two worker processes (CI has two cores); the suite's heavy parts are model loads and full case runs
-    session.run("pytest", "--numprocesses=auto", "--maxprocesses=4", *session.posargs, env=env)
+    session.run("pytest", "--numprocesses=auto", "--maxprocesses=4", "--durations=20", *session.posargs, env=env)
 
 
 @nox.session(python="3.11")
@@ -87,7 +87,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "conformance/store", "conformance/compare", "conformance/report", "conformance/ports",
-                "conformance/errors.py", "conformance/metrics.py")  # fmt: skip
+                "conformance/errors.py", "conformance/metrics.py", "conformance/precisions.py")  # fmt: skip
 
 
 @nox.session(python="3.11")

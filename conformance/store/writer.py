@@ -9,6 +9,7 @@ get a dataset of their own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -61,7 +62,8 @@ CALL_DTYPE = np.dtype(
 CALL_STRINGS = ("key", "module", "method", "class_name", "spec")
 ORACLE_DTYPE = np.dtype(
     [("key", np.int32), ("call", np.int32), ("role", np.int32), ("mode", np.int32), ("status", np.int32)]
-    + [(name, np.float64) for name in schema.ORACLE_METRICS]
+    # noise is a scale for thresholds (k x noise): float32's seven digits are plenty, and half the table's bytes
+    + [(name, np.float32) for name in schema.ORACLE_METRICS]
 )
 ORACLE_STRINGS = ("key", "role", "mode", "status")
 
@@ -188,6 +190,9 @@ class CaseWriter:
         self.seq = 0
         self._call_counts: dict[str, int] = {}
         self._stacks: dict[tuple[str, str, str, tuple[int, ...]], _Stack] = {}
+        # stacked tensors by content: a tensor equal to one already stored (a layer's input that is the previous
+        # layer's output, the same scores seen by two modules) points at that row instead of storing it again
+        self._stored: dict[tuple[str, tuple[int, ...], bytes], LeafRecord] = {}
         self._buffered = 0
         self._strings = _Strings()
         self._leaves = _Table(group, "leaves", LEAF_DTYPE, self._strings, LEAF_STRINGS)
@@ -284,7 +289,12 @@ class CaseWriter:
                 key, call, role, KIND_TENSOR, dtype_name, shape, "", -1, crc, "", tier, to_json(summary)
             )
         elif array.nbytes <= self.policy.stack_max_bytes:
+            content = (dtype_name, shape, hashlib.blake2b(array.tobytes(), digest_size=20).digest())
+            stored = self._stored.get(content)
+            if stored is not None:
+                return self.add_reference(key, call, role, stored)
             record = self._stack_row(key, call, role, array if owned else array.copy(), dtype_name, shape, crc)
+            self._stored[content] = record
         else:
             record = self._single(key, call, role, array, dtype_name, shape, crc)
         self._append_leaf(record)

@@ -103,28 +103,38 @@ def test_the_impl_conforms(case_name: str, dtype: str, record_property: Any) -> 
     assert result.blame == {"isolated": None, "chained": None}
     assert result.first_divergence is None
     assert all(t.classification == "agree" for t in result.tokens)
+    hooks = set(CASES_BY_NAME[case_name].hooks)
+    # an outline case records its top calls only (the codes, chunked_decode): the impl's other calls are unrecorded
+    outline = bool(hooks & {"outline", "decoder_outline"})
     layout = SUBJECT.tokens(case)
     located = layout.location if layout is not None and layout.location[0] == ":generate" else None
     if located is not None:  # the generated codes, frame by frame
         codes = [t for t in result.tensors if t.mode == "chained" and (t.key, t.call, t.role) == located]
         assert len(codes) == 1 and codes[0].metrics["exact"], codes
-        assert result.tokens
+        assert result.tokens or outline  # token classes need the recorded logits
     unrecorded = [n for n in result.notes if "the golden did not record" in n]
     assert len(unrecorded) == len(result.notes), result.notes  # never extra calls of recorded modules
-    if result.family != "generation":
+    if outline:
+        pass
+    elif result.family not in ("generation", "end_to_end"):
         assert not unrecorded, unrecorded
-    else:  # the pipeline decodes the codes; only end_to_end's golden records the codec (and the code predictor's
-        # processed scores only a case whose code predictor samples: talker.code_predictor.logits_processor)
-        hooks = set(CASES_BY_NAME[case_name].hooks)
-        under = ("(under speech_tokenizer)", "(under speech_tokenizer, talker)") if "logits" in hooks and \
-            "subtalker_logits" not in hooks else ("(under speech_tokenizer)",)  # fmt: skip
+    else:  # the pipeline decodes the codes; only end_to_end's golden records the codec; the processed scores
+        # (talker.logits_processor, talker.code_predictor.logits_processor) only the cases listing "logits"
+        under = ("(under speech_tokenizer)", "(under speech_tokenizer, talker)", "(under talker)")
         assert all(any(u in n for u in under) for n in unrecorded), unrecorded
+        if "logits" not in hooks and "subtalker_logits" not in hooks:
+            assert all("logits_processor" in c for c in _unrecorded_talker_calls(case, candidate)), unrecorded
     floats = [t for t in result.tensors if t.metrics and isinstance(t.metrics.get("rel_l2"), float)]
     worst = max(floats, key=lambda t: t.metrics["rel_l2"])
     record_property("worst", f"{worst.name} rel_l2 {worst.metrics['rel_l2']:.3g} margin {worst.margin:.3g}")
     if dtype == "float64":
         assert worst.metrics["rel_l2"] < FLOAT64_REL_L2, worst.name
     _assert_what_the_engine_does_not_judge(case, candidate)
+
+
+def _unrecorded_talker_calls(case: Case, candidate: ObservedImpl) -> set[str]:
+    """The talker modules the impl called that the golden did not record."""
+    return {key for (_, key, index) in candidate.produced if key.startswith("talker") and not case.has_call(key, index)}
 
 
 def _assert_what_the_engine_does_not_judge(case: Case, candidate: ObservedImpl) -> None:

@@ -205,12 +205,12 @@ def run_generate_options(models: Any, io: CaseIO, mode: str, text: str, language
     get, restore = _capture_generate(wrapper.model)
     try:
         if mode == "custom_voice":
-            wavs, _ = wrapper.generate_custom_voice(speaker=io.input("speaker", speaker), **common)
+            wavs, sample_rate = wrapper.generate_custom_voice(speaker=io.input("speaker", speaker), **common)
         else:
-            wavs, _ = wrapper.generate_voice_design(instruct=io.input("instruct", instruct), **common)
+            wavs, sample_rate = wrapper.generate_voice_design(instruct=io.input("instruct", instruct), **common)
     finally:
         restore()
-    _generation_outputs(io, get(), wavs)
+    _generation_outputs(io, get(), wavs, sample_rate)
 
 
 def run_chunked_decode_defaults(models: Any, io: CaseIO, frames: int, seed: int) -> None:
@@ -256,10 +256,11 @@ CASES: tuple[CaseSpec, ...] = (
           "codec", ("codec",), run_decode, frames=(3, 50), seed=101),
     _case("codec_decode_long", "codec_decode",
           "Codec decode of random codes several sliding windows long (tiny window 4 frames, full 72).",
-          "codec", ("codec",), run_decode, frames=(10, 100), seed=102),
+          "codec", ("codec",), run_decode, frames=(8, 100), seed=102),
     _case("codec_chunked_decode", "codec_decode",
-          "The decoder's official chunked_decode over three chunks with left context.",
-          "codec", ("codec",), run_chunked_decode, frames=(10, 100), seed=103, chunk=(4, 40), context=(2, 10)),
+          "The decoder's official chunked_decode over three chunks with left context, recorded at the chunked_decode "
+          "call (the modules it runs are those codec_decode_long records, on the same kind of input).",
+          "codec", ("codec", "decoder_outline"), run_chunked_decode, frames=(10, 100), seed=103, chunk=(4, 40), context=(2, 10)),
     _case("codec_encode", "codec_encode",
           "Codec encode (Mimi encoder, transformer, downsample, split RVQ) of a synthetic speech-like waveform.",
           "codec", ("codec",), run_encode, seconds=(0.06, 2.0), seed=201),
@@ -275,8 +276,10 @@ CASES: tuple[CaseSpec, ...] = (
           "custom_voice", ("tts",), run_custom_voice, text=EN_TEXT, speaker="Ryan", language="English",
           non_streaming=False, frames=(4, 8)),
     _case("tts_dialect", "generation",
-          "A dialect speaker (Dylan, Beijing dialect): the language id is overridden by the speaker's dialect.",
-          "custom_voice", ("tts",), run_custom_voice, text=ZH_TEXT, speaker="Dylan", language="Chinese",
+          "A dialect speaker (Dylan, Beijing dialect): the language id is overridden by the speaker's dialect; "
+          "recorded at its outline (codes and generate calls: the talker's modules are those tts_custom_voice "
+          "records, tts_dialect_apart shows the override changes the codes).",
+          "custom_voice", ("tts", "outline"), run_custom_voice, text=ZH_TEXT, speaker="Dylan", language="Chinese",
           non_streaming=True, frames=(4, 8)),
     _case("tts_voice_design", "generation",
           "Voice design: a natural-language instruct prompt precedes the text, no speaker embedding.",
@@ -292,8 +295,10 @@ CASES: tuple[CaseSpec, ...] = (
           "base", ("tts", "codec_encoder"), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
           x_vector_only=False, non_streaming=False, frames=(4, 8), seed=402, ref_seconds=0.1),
     _case("tts_voice_clone_icl_non_streaming", "generation",
-          "Voice clone in-context with the non-streaming layout.",
-          "base", ("tts", "codec_encoder"), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
+          "Voice clone in-context with the non-streaming layout, recorded at its outline (the codes, the generate "
+          "calls and the reference's encoding; the talker's modules on an in-context prompt are those "
+          "tts_voice_clone_icl records).",
+          "base", ("tts", "codec_encoder", "outline"), run_voice_clone, text=CLONE_TEXT, language="English", ref_text=REF_TEXT,
           x_vector_only=False, non_streaming=True, frames=(4, 8), seed=403, ref_seconds=0.1),
     _case("end_to_end", "end_to_end",
           "Text to waveform: tokenizer, prompt, talker, code predictor, then codec decode, all hooked.",

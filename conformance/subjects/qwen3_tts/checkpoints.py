@@ -377,7 +377,10 @@ def marker(
     size: str, seed: int, dtype: str, models: tuple[str, ...] = (*configs.MODEL_TYPES, "codec")
 ) -> dict[str, Any]:
     """The `.complete.json` of a built set: what it holds and how it was built."""
-    return {"size": size, "seed": seed, "models": sorted(models), "dtype": dtype, "layout": LAYOUT}
+    # the configs' digest: a set built from other config values (a tiny width changed) is rebuilt, not reused
+    built_from = [*(configs.tts_config(size, model) for model in configs.MODEL_TYPES), configs.codec_config(size)]
+    digest = hashlib.sha256(json.dumps(built_from, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"size": size, "seed": seed, "models": sorted(models), "dtype": dtype, "layout": LAYOUT, "configs": digest}
 
 
 # -- loading through the official path -----------------------------------------------------------------------

@@ -115,12 +115,14 @@ def default_checkpoint_dir(size: str, seed: int) -> Path:
 def ensure_checkpoints(size: str, seed: int, folder: Path | None = None,
                        models: tuple[str, ...] = (*configs.MODEL_TYPES, "codec")) -> CheckpointSource:  # fmt: skip
     """Build the seeded checkpoint set unless it is already there (built sets are deterministic). A set built by
-    an older layout (its .complete.json names no layout, or another) is rebuilt from scratch."""
+    an older layout (its .complete.json names no layout, or another) or from other config values is rebuilt from
+    scratch."""
     folder = folder or default_checkpoint_dir(size, seed)
     marker = folder / ".complete.json"
     wanted_tts = tuple(m for m in configs.MODEL_TYPES if m in models)
     state = json.loads(marker.read_text()) if marker.exists() else {}
-    if state and state.get("layout") != checkpoints.LAYOUT:
+    if state and (state.get("layout") != checkpoints.LAYOUT
+                  or state.get("configs") != checkpoints.marker(size, seed, "float32")["configs"]):  # fmt: skip
         shutil.rmtree(folder)
         state = {}
     have = set(state.get("models", []))

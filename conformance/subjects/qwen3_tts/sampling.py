@@ -70,6 +70,15 @@ def describe(processors: Any) -> dict[str, Any]:
     return settings
 
 
+def _known(processor: Any) -> bool:
+    """Whether `describe` knows this processor (one of transformers' classes the official generate builds)."""
+    from transformers.generation import logits_process as lp
+
+    return isinstance(processor, (lp.RepetitionPenaltyLogitsProcessor, lp.MinLengthLogitsProcessor,
+                                  lp.MinNewTokensLengthLogitsProcessor, lp.SuppressTokensLogitsProcessor,
+                                  lp.TemperatureLogitsWarper, lp.TopKLogitsWarper, lp.TopPLogitsWarper))  # fmt: skip
+
+
 def build(settings: dict[str, Any], device: Any = None) -> Any:
     """The official processors (transformers' classes, transformers' order) these settings describe."""
     from transformers.generation import logits_process as lp
@@ -123,10 +132,21 @@ def _processing_getter(owner: Any, module: LogitsProcessing) -> Any:
     original = owner._get_logits_processor
 
     def get_logits_processor(*args: Any, **kwargs: Any) -> Any:
-        settings = describe(original(*args, **kwargs))
+        processors = list(original(*args, **kwargs))
+        # a caller's own processors (generate's `logits_processor=`, e.g. one forcing a candidate's tokens) come
+        # last in a greedy run: they act on the processed scores, outside the recorded module
+        described = 0
+        while described < len(processors) and _known(processors[described]):
+            described += 1
+        settings, extra = describe(processors[:described]), processors[described:]
+        if any(_known(p) for p in extra):
+            describe(processors)  # raises: a caller's processor between transformers' own is not described
 
         def process(input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
-            return module(input_ids, scores, **settings)
+            scores = module(input_ids, scores, **settings)
+            for processor in extra:
+                scores = processor(input_ids, scores)
+            return scores
 
         return process
 

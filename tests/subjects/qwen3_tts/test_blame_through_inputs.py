@@ -1,6 +1,6 @@
 """Blame through inputs no recorded module produced: a voice-clone case whose reference codes differ is
-blamed on the input they enter through (the committed goldens, whose ICL cases hook only the TTS model), or,
-once the case also records the codec's encoder side, on the codec encoder itself (a fresh recording)."""
+blamed on the input they enter through (a recording whose ICL case hooks only the TTS model), or, as the case
+records the codec's encoder side, on the codec encoder itself."""
 
 from __future__ import annotations
 
@@ -60,11 +60,24 @@ class ReplacedReferenceCodes(ImplCandidate):
         self.roots[CODEC_PREFIX].__dict__.pop("encode", None)  # the impl model is cached across cases
 
 
-def test_reference_codes_entering_from_an_unhooked_codec_are_blamed_on_that_input(golden_f32: Path) -> None:
-    """The committed ICL goldens hook only the TTS model: the reference codes enter `:generate` from nowhere
-    recorded. Every failing call also takes a failing input, so the blame names the input (not "—")."""
+@pytest.fixture(scope="module")
+def unhooked_icl(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """The ICL case recorded hooking only the TTS model (as the goldens did before the case hooked the codec
+    encoder side): its reference codes enter `:generate` from nowhere recorded."""
+    from dataclasses import replace
+
+    from conformance.subjects.qwen3_tts import cases, record
+
+    spec = replace(cases.select([CASE])[0], hooks=("tts",))
+    out = tmp_path_factory.mktemp("icl-unhooked") / "float32.h5"
+    return record.record(out, [spec], dtype="float32", checkpoint=tiny_checkpoint, threads=1, command="test")
+
+
+def test_reference_codes_entering_from_an_unhooked_codec_are_blamed_on_that_input(unhooked_icl: Path) -> None:
+    """A golden whose ICL case hooks only the TTS model: every failing call also takes a failing input, so the
+    blame names the input the divergence enters through (not "—")."""
     candidate = OfficialCandidate("float32", perturb=ENCODER_CONV, scale=-0.5)
-    run = check(golden_f32, candidate, engine.find_reference(golden_f32))
+    run = check(unhooked_icl, candidate, engine.find_reference(unhooked_icl))
     assert run.exit_code == 1
     blame = run.cases[0].blame["chained"]
     assert blame is not None and blame.kind == "input", blame

@@ -308,5 +308,7 @@ def test_the_committed_goldens_carry_bfloat16_float16_and_q8_0_twins_for_every_c
         for case in store:
             modes = Counter(record.mode for record in case.oracle_records())
             for twin in TWINS:
-                assert modes[f"isolated:{twin}"] > 0 and modes[f"chained:{twin}"] > 0, (case.name, twin)
+                # an outline case records only its generate calls, which the oracle does not re-run (discrete)
+                assert modes[f"isolated:{twin}"] > 0 or not modes["isolated"], (case.name, twin)
+                assert modes[f"chained:{twin}"] > 0, (case.name, twin)
                 assert case.provenance["precision_twins"][twin]["chained"] == "measured against the float64 twin"

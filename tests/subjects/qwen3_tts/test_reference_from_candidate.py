@@ -26,7 +26,8 @@ def write_dump(folder: Path, codes: np.ndarray, waveform: np.ndarray) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"outputs/codes": np.ascontiguousarray(codes, dtype=np.int64),
-               "outputs/waveform": np.ascontiguousarray(waveform, dtype=np.float32)},
+               "outputs/waveform": np.ascontiguousarray(waveform, dtype=np.float32),
+               "outputs/sample_rate": np.asarray([24000], dtype=np.int64)},
               str(folder / f"{CASE}.safetensors"), metadata={"case": CASE})  # fmt: skip
     return folder
 

@@ -83,5 +83,7 @@ def test_the_committed_generation_goldens_carry_their_settings(golden_f32: Path)
                 continue
             settings = case.provenance.get("settings", {})
             generation = next(iter(case.provenance["config"].values()))["generation_config.json"]
-            assert settings.get("generate", {}).get("repetition_penalty") == generation["repetition_penalty"], case.name
+            asked = case.provenance.get("input_values", {}).get("repetition_penalty")  # an option case's own value
+            wanted = generation["repetition_penalty"] if asked is None else asked
+            assert settings.get("generate", {}).get("repetition_penalty") == wanted, case.name
             assert settings["frames"]["generated"] == case.output("codes").shape[0], case.name
