@@ -180,20 +180,28 @@ class IsolatedOracle:
             return []
         reference = flatten(twin_outputs, "outputs", top=True)
         rows = [(*row, "isolated") for row in self._compare(flatten(outputs, "outputs", top=True), reference)]
+        for twin, produced in self._twin_runs(key, twin_inputs, rng_state):
+            rows.extend((*row, twin.mode) for row in self._compare(produced, reference))
+        return rows
+
+    def _twin_runs(
+        self, key: str, twin_inputs: dict[str, Any], rng_state: torch.Tensor
+    ) -> Iterator[tuple[OracleTwin, Any]]:
+        """(twin, its flattened outputs) for each precision twin that can run the call, on its cast inputs and the
+        call's random state; a twin that cannot run it leaves that call without its noise, and says why."""
         for twin in self.twins:
-            other = self._target(key, twin)
-            if other is None:
+            target = self._target(key, twin)
+            if target is None:
                 continue
             twin_args, twin_kwargs = twin_inputs[twin.precision]
             try:
                 with torch.no_grad(), twin.context(), torch.random.fork_rng(devices=[]):
                     torch.random.set_rng_state(rng_state)
-                    produced = other(*twin_args, **twin_kwargs)
-            except Exception as exc:  # a twin that cannot run a call leaves that tensor without its noise
+                    produced = target(*twin_args, **twin_kwargs)
+            except Exception as exc:
                 self.failures[f"{key} ({twin.precision})"] = f"{type(exc).__name__}: {exc}"
                 continue
-            rows.extend((*row, twin.mode) for row in self._compare(flatten(produced, "outputs", top=True), reference))
-        return rows
+            yield twin, flatten(produced, "outputs", top=True)
 
     def _decisions(
         self, key: str, twin_inputs: dict[str, Any], outputs: Any, rng_state: torch.Tensor
@@ -204,18 +212,7 @@ class IsolatedOracle:
         nothing is recorded and its float outputs are judged on the twin's whole-case noise."""
         recorded = flatten(outputs, "outputs", top=True)
         rows: list[tuple[str, str, dict[str, float], str]] = []
-        for twin in self.twins:
-            target = self._target(key, twin)
-            if target is None:
-                continue
-            twin_args, twin_kwargs = twin_inputs[twin.precision]
-            try:
-                with torch.no_grad(), twin.context(), torch.random.fork_rng(devices=[]):
-                    torch.random.set_rng_state(rng_state)
-                    produced = flatten(target(*twin_args, **twin_kwargs), "outputs", top=True)
-            except Exception as exc:
-                self.failures[f"{key} ({twin.precision})"] = f"{type(exc).__name__}: {exc}"
-                continue
+        for twin, produced in self._twin_runs(key, twin_inputs, rng_state):
             differs = False
             for role, value in recorded.items():
                 other = produced.get(role)
